@@ -5,6 +5,7 @@
 //! schema validation (`validate`). No network I/O; no cross-resource analysis (see the
 //! `analyze` crate) and no compilation into proxy config (see `model`).
 
+pub mod common;
 pub mod diag;
 pub mod duration;
 pub mod k8s;

@@ -27,7 +27,7 @@ impl Duration {
     pub fn from_std(value: StdDuration) -> Self {
         let text = if value.subsec_nanos() == 0 {
             format!("{}s", value.as_secs())
-        } else if value.as_nanos() % 1_000_000 == 0 {
+        } else if value.as_nanos().is_multiple_of(1_000_000) {
             format!("{}ms", value.as_millis())
         } else {
             format!("{}ns", value.as_nanos())

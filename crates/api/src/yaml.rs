@@ -45,8 +45,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, YamlErro
         spans: SpanMap::new(file.clone()),
     };
     let mut docs = Vec::new();
-    loop {
-        let Some((ev, span)) = b.next()? else { break };
+    while let Some((ev, span)) = b.next()? {
         match ev {
             Event::StreamStart | Event::DocumentEnd => {}
             Event::StreamEnd => break,

@@ -1,0 +1,160 @@
+//! Services: Istio port naming (IST0118) and workloads selected by several Services that
+//! disagree on a port's protocol (IST0116) or target port (IST0137).
+
+use std::collections::BTreeMap;
+
+use super::is_system_namespace;
+use crate::context::{Context, ServicePort};
+use crate::messages;
+
+/// Protocols Istio recognises in a port name prefix or appProtocol.
+pub const PROTOCOLS: &[&str] = &[
+    "http",
+    "http2",
+    "https",
+    "grpc",
+    "grpc-web",
+    "tcp",
+    "tls",
+    "mongo",
+    "mysql",
+    "redis",
+    "udp",
+    "http_proxy",
+    "h2c",
+    "ws",
+    "wss",
+];
+
+/// The protocol Istio infers for a Service port: appProtocol, then the name prefix.
+pub fn port_protocol(port: &ServicePort) -> Option<&'static str> {
+    let from = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        PROTOCOLS.iter().copied().find(|p| *p == s)
+    };
+    if let Some(ap) = &port.app_protocol {
+        let ap = ap.rsplit('/').next().unwrap_or(ap);
+        if let Some(p) = from(ap) {
+            return Some(p);
+        }
+    }
+    let prefix = port.name.split('-').next().unwrap_or("");
+    let lower = port.name.to_ascii_lowercase();
+    if lower == "grpc-web" || lower.starts_with("grpc-web-") {
+        return Some("grpc-web");
+    }
+    from(prefix)
+}
+
+/// IST0118 PortNameIsNotUnderNamingConvention.
+pub fn port_names(cx: &mut Context) {
+    let mut hits = Vec::new();
+    for svc in &cx.services {
+        if is_system_namespace(svc.namespace) || svc.type_ == "ExternalName" {
+            continue;
+        }
+        for (i, p) in svc.ports.iter().enumerate() {
+            if p.app_protocol.is_some() && port_protocol(p).is_some() {
+                continue;
+            }
+            if port_protocol(p).is_none() {
+                hits.push((
+                    svc.resource,
+                    format!("spec.ports[{i}].name"),
+                    format!(
+                        "Port name {} (port: {}, targetPort: {}) doesn't follow the naming convention of Istio port.",
+                        p.name, p.port, p.target_port
+                    ),
+                ));
+            }
+        }
+    }
+    for (r, field, text) in hits {
+        cx.report_at(
+            messages::PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
+            r,
+            &field,
+            text,
+        );
+    }
+}
+
+/// IST0116 DeploymentAssociatedToMultipleServices and IST0137 DeploymentConflictingPorts.
+pub fn multi_service(cx: &mut Context) {
+    let mut reports = Vec::new();
+    for w in &cx.workloads {
+        if w.resource.kind != trellis_api::Kind::Deployment {
+            continue;
+        }
+        let services: Vec<_> = cx
+            .services
+            .iter()
+            .filter(|s| {
+                s.namespace == w.namespace
+                    && !s.selector.is_empty()
+                    && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            })
+            .collect();
+        if services.len() < 2 {
+            continue;
+        }
+        // port -> protocol -> services
+        let mut by_port: BTreeMap<i32, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        // targetPort -> port -> services
+        let mut by_target: BTreeMap<String, BTreeMap<i32, Vec<String>>> = BTreeMap::new();
+        for s in &services {
+            for p in &s.ports {
+                let proto = port_protocol(p).unwrap_or("tcp").to_string();
+                by_port
+                    .entry(p.port)
+                    .or_default()
+                    .entry(proto)
+                    .or_default()
+                    .push(s.name.to_string());
+                by_target
+                    .entry(p.target_port.clone())
+                    .or_default()
+                    .entry(p.port)
+                    .or_default()
+                    .push(s.name.to_string());
+            }
+        }
+        for (port, protos) in by_port {
+            if protos.len() > 1 {
+                let mut names: Vec<String> = protos.values().flatten().cloned().collect();
+                names.sort();
+                names.dedup();
+                reports.push((
+                    messages::DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES,
+                    w.resource,
+                    format!(
+                        "This deployment {} is associated with multiple services using port {port} but different protocols: [{}]",
+                        w.resource.name,
+                        names.join(" ")
+                    ),
+                ));
+            }
+        }
+        for (target, ports) in by_target {
+            if ports.len() > 1 {
+                let mut names: Vec<String> = ports.values().flatten().cloned().collect();
+                names.sort();
+                names.dedup();
+                let nums: Vec<String> = ports.keys().map(|p| p.to_string()).collect();
+                reports.push((
+                    messages::DEPLOYMENT_CONFLICTING_PORTS,
+                    w.resource,
+                    format!(
+                        "This deployment {} is associated with multiple services [{}] using targetPort \"{target}\" but different ports: [{}].",
+                        w.resource.name,
+                        names.join(" "),
+                        nums.join(" ")
+                    ),
+                ));
+            }
+        }
+    }
+    for (kind, r, text) in reports {
+        cx.report(kind, r, text);
+    }
+}

@@ -1,0 +1,229 @@
+//! `Context`: the resource set indexed the way analyzers ask questions of it (services by
+//! host, workloads by labels, secrets by name), built once per analysis.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use trellis_api::resource::{Kind, Object, Resource};
+use trellis_api::{Location, MeshConfig};
+
+use crate::message::Message;
+use crate::messages::MessageType;
+
+/// A port of a Kubernetes Service.
+#[derive(Clone, Debug)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: i32,
+    pub protocol: String,
+    pub app_protocol: Option<String>,
+    /// The targetPort as written (number or name), or the port when unset.
+    pub target_port: String,
+}
+
+/// A Kubernetes Service as analyzers see it.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo<'a> {
+    pub resource: &'a Resource,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePort>,
+    pub type_: String,
+}
+
+/// Something that runs as a mesh workload: a Pod, a Deployment's pods, a WorkloadEntry.
+#[derive(Clone, Debug)]
+pub struct Workload<'a> {
+    pub resource: &'a Resource,
+    pub namespace: &'a str,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    /// Container ports (number, name).
+    pub ports: Vec<(i32, String)>,
+}
+
+/// The indexed resource set.
+pub struct Context<'a> {
+    pub resources: &'a [Resource],
+    pub mesh: &'a MeshConfig,
+    pub services: Vec<ServiceInfo<'a>>,
+    pub workloads: Vec<Workload<'a>>,
+    /// Namespace name -> its resource, when declared.
+    pub namespaces: HashMap<&'a str, &'a Resource>,
+    /// `ns/name` of every Secret that exists or will exist (cert-manager Certificates).
+    pub secrets: HashSet<String>,
+    messages: Vec<Message>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(resources: &'a [Resource], mesh: &'a MeshConfig) -> Self {
+        let mut services = Vec::new();
+        let mut workloads = Vec::new();
+        let mut namespaces = HashMap::new();
+        let mut secrets = HashSet::new();
+        for r in resources {
+            match &r.object {
+                Object::Service(s) => {
+                    let spec = s.spec.clone().unwrap_or_default();
+                    let ports = spec
+                        .ports
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| ServicePort {
+                            name: p.name.unwrap_or_default(),
+                            port: p.port,
+                            protocol: p.protocol.unwrap_or_else(|| "TCP".into()),
+                            app_protocol: p.app_protocol,
+                            target_port: match p.target_port {
+                                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i)) => i.to_string(),
+                                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => s,
+                                None => p.port.to_string(),
+                            },
+                        })
+                        .collect();
+                    services.push(ServiceInfo {
+                        resource: r,
+                        namespace: r.ns(),
+                        name: &r.name,
+                        selector: spec.selector.unwrap_or_default(),
+                        ports,
+                        type_: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+                    });
+                }
+                Object::Deployment(d) => {
+                    let tpl = Some(&d.spec.template);
+                    let labels = tpl
+                        .and_then(|t| t.metadata.as_ref())
+                        .and_then(|m| m.labels.clone())
+                        .unwrap_or_default();
+                    let pod = tpl.and_then(|t| t.spec.as_ref());
+                    workloads.push(Workload {
+                        resource: r,
+                        namespace: r.ns(),
+                        labels,
+                        service_account: pod
+                            .and_then(|p| p.service_account_name.clone())
+                            .unwrap_or_else(|| "default".into()),
+                        ports: pod.map(container_ports).unwrap_or_default(),
+                    });
+                }
+                Object::Pod(p) => {
+                    let pod = p.spec.as_ref();
+                    workloads.push(Workload {
+                        resource: r,
+                        namespace: r.ns(),
+                        labels: r.labels.clone(),
+                        service_account: pod
+                            .and_then(|p| p.service_account_name.clone())
+                            .unwrap_or_else(|| "default".into()),
+                        ports: pod.map(container_ports).unwrap_or_default(),
+                    });
+                }
+                Object::Namespace(_) => {
+                    namespaces.insert(r.name.as_str(), r);
+                }
+                Object::Secret(_) => {
+                    secrets.insert(r.key());
+                }
+                Object::Certificate(c) if !c.spec.secret_name.is_empty() => {
+                    secrets.insert(format!("{}/{}", r.ns(), c.spec.secret_name));
+                }
+                _ => {}
+            }
+        }
+        crate::analyzers::workload_entries(resources, &mut workloads);
+        Context {
+            resources,
+            mesh,
+            services,
+            workloads,
+            namespaces,
+            secrets,
+            messages: Vec::new(),
+        }
+    }
+
+    /// Resources of one kind.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &'a Resource> + '_ {
+        self.resources.iter().filter(move |r| r.kind == kind)
+    }
+
+    /// The cluster's DNS suffix for short names.
+    pub fn domain_suffix(&self) -> &str {
+        "svc.cluster.local"
+    }
+
+    /// Resolves a host as written in `namespace` to its FQDN: short names (no dot) get
+    /// `.<namespace>.svc.cluster.local`, as Istio does.
+    pub fn fqdn(&self, host: &str, namespace: &str) -> String {
+        if host.contains('.') || host == "*" {
+            host.to_string()
+        } else {
+            format!("{host}.{namespace}.{}", self.domain_suffix())
+        }
+    }
+
+    /// The Kubernetes Service behind an FQDN `name.ns.svc.cluster.local`.
+    pub fn service_by_fqdn(&self, fqdn: &str) -> Option<&ServiceInfo<'a>> {
+        let rest = fqdn.strip_suffix(self.domain_suffix())?.strip_suffix('.')?;
+        let (name, ns) = rest.split_once('.')?;
+        self.services
+            .iter()
+            .find(|s| s.name == name && s.namespace == ns)
+    }
+
+    /// Workloads in `namespace` (or anywhere when `None`) whose labels include `selector`.
+    pub fn workloads_matching<'s>(
+        &'s self,
+        namespace: Option<&'s str>,
+        selector: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'s Workload<'a>> + 's {
+        self.workloads.iter().filter(move |w| {
+            namespace.is_none_or(|ns| w.namespace == ns)
+                && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        })
+    }
+
+    /// Records a message about `resource`, located at the resource (file:line).
+    pub fn report(&mut self, kind: MessageType, resource: &Resource, text: impl Into<String>) {
+        let m =
+            Message::new(kind, text).about(resource.reference(), resource.origin.location.clone());
+        self.messages.push(m);
+    }
+
+    /// Records a message about `resource` located at one of its fields.
+    pub fn report_at(
+        &mut self,
+        kind: MessageType,
+        resource: &Resource,
+        field: &str,
+        text: impl Into<String>,
+    ) {
+        let mut m =
+            Message::new(kind, text).about(resource.reference(), resource.origin.locate(field));
+        m.precise = false;
+        self.messages.push(m);
+    }
+
+    /// Records a message with an explicit location.
+    pub fn push(&mut self, message: Message) {
+        self.messages.push(message);
+    }
+
+    pub fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+
+    /// Location helper for tests and callers.
+    pub fn location_of(resource: &Resource) -> Location {
+        resource.origin.location.clone()
+    }
+}
+
+fn container_ports(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(i32, String)> {
+    pod.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| (p.container_port, p.name.clone().unwrap_or_default()))
+        .collect()
+}

@@ -15,7 +15,7 @@ use crate::source::{escape_pointer, Location, SpanMap};
 /// Most nodes one file may expand to (aliases included): stops "billion laughs" inputs.
 const NODE_BUDGET: usize = 2_000_000;
 /// Deepest nesting accepted.
-const MAX_DEPTH: usize = 256;
+const MAX_DEPTH: usize = 100;
 
 /// One YAML document of a file.
 #[derive(Clone, Debug)]
@@ -479,5 +479,18 @@ mod tests {
     fn deep_nesting_refused_not_overflowed() {
         let s = "[".repeat(10_000);
         assert!(parse_documents("f.yaml", &s).is_err());
+    }
+}
+#[cfg(test)]
+mod deep_tests {
+    #[test]
+    fn deep_block_sequences_refused_without_overflow() {
+        let ok = format!("{}{}", "- ".repeat(90), "x");
+        assert!(super::parse_documents("f.yaml", &ok).is_ok());
+        for n in [300, 5000] {
+            let deep = format!("{}{}", "- ".repeat(n), "x");
+            let e = super::parse_documents("f.yaml", &deep).unwrap_err();
+            assert!(e.message.contains("nesting deeper"), "{e}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod common;
 pub mod diag;
 pub mod duration;
+pub mod host;
 pub mod k8s;
 pub mod kustomize;
 pub mod load;

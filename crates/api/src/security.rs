@@ -237,7 +237,13 @@ fn port_level_mtls<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Mutu
     }
     let mut out = BTreeMap::new();
     for (k, mtls) in raw {
-        let port: u32 = k.trim().parse().map_err(|_| {
+        let digits = k.trim();
+        let parsed = if digits.bytes().all(|b| b.is_ascii_digit()) {
+            digits.parse::<u32>().ok()
+        } else {
+            None
+        };
+        let port: u32 = parsed.ok_or_else(|| {
             de::Error::custom(format!(
                 "invalid portLevelMtls key {k:?}: expected a port number 1-65535"
             ))
@@ -1033,6 +1039,10 @@ pub fn check_ip_or_cidr(s: &str) -> Result<(), String> {
 
 /// A port as used by `ports`, `notPorts` and `destination.port`.
 fn check_port_string(v: &mut Validator, p: &str) {
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        v.error(format!("invalid port {p:?}: expected a number 1-65535"));
+        return;
+    }
     match p.parse::<u32>() {
         Ok(0) => v.warn("port 0 never matches: expected 1-65535"),
         Ok(1..=65535) => {}
@@ -1221,9 +1231,11 @@ pub fn check_condition_key(key: &str) -> Result<ConditionKind, String> {
         | "request.auth.audiences"
         | "request.auth.presenter"
         | "connection.sni" => ConditionKind::Text,
-        "destination.namespace" => return Err(format!(
+        "destination.namespace" => {
+            return Err(format!(
             "attribute {key} is not supported: it is replaced by the policy's metadata.namespace"
-        )),
+        ))
+        }
         "destination.name" | "destination.user" => {
             return Err(format!(
                 "deprecated attribute {key}: only supported in the removed v1alpha1 RBAC API"

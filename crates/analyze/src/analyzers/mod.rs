@@ -6,6 +6,7 @@ use trellis_api::Resource;
 use crate::context::{Context, Workload};
 
 mod injection;
+mod security;
 mod service;
 
 /// A named analyzer.
@@ -36,6 +37,21 @@ pub const ANALYZERS: &[Analyzer] = &[
         name: "deployment.MultiServiceAnalyzer",
         description: "Checks that a workload's Services agree on port protocols and target ports",
         run: service::multi_service,
+    },
+    Analyzer {
+        name: "security.SelectorAnalyzer",
+        description: "Checks that security policies with a selector match at least one workload",
+        run: security::selectors_match_workloads,
+    },
+    Analyzer {
+        name: "auth.AuthorizationPoliciesAnalyzer",
+        description: "Checks that namespaces referenced by AuthorizationPolicies exist",
+        run: security::authz_namespaces,
+    },
+    Analyzer {
+        name: "peerauthentication.PortLevelMtlsAnalyzer",
+        description: "Checks that PeerAuthentication portLevelMtls names ports the workloads serve",
+        run: security::peer_authentication_ports,
     },
 ];
 

@@ -184,6 +184,39 @@ impl<'a> Context<'a> {
         })
     }
 
+    /// Whether `fqdn` names a Kubernetes Service or a ServiceEntry host visible from `from_ns`.
+    pub fn host_exists(&self, fqdn: &str, from_ns: &str) -> bool {
+        self.service_by_fqdn(fqdn).is_some() || self.service_entry_for(fqdn, from_ns).is_some()
+    }
+
+    /// A ServiceEntry visible from `from_ns` with a host covering `fqdn`.
+    pub fn service_entry_for(&self, fqdn: &str, from_ns: &str) -> Option<&'a Resource> {
+        self.of_kind(Kind::ServiceEntry).find(|r| {
+            let Object::ServiceEntry(se) = &r.object else { return false };
+            exported_to(&se.export_to, r.ns(), from_ns)
+                && se
+                    .hosts
+                    .iter()
+                    .any(|h| trellis_api::host::host_matches(h, fqdn))
+        })
+    }
+
+    /// Port numbers a destination host exposes (Service ports or ServiceEntry ports).
+    pub fn host_ports(&self, fqdn: &str, from_ns: &str) -> Option<Vec<u32>> {
+        if let Some(s) = self.service_by_fqdn(fqdn) {
+            return Some(s.ports.iter().map(|p| p.port as u32).collect());
+        }
+        let r = self.service_entry_for(fqdn, from_ns)?;
+        let Object::ServiceEntry(se) = &r.object else { return None };
+        Some(se.ports.iter().map(|p| p.number).collect())
+    }
+
+    /// The Gateway `ns/name`.
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<&'a Resource> {
+        self.of_kind(Kind::Gateway)
+            .find(|r| r.name == name && r.ns() == namespace)
+    }
+
     /// Records a message about `resource`, located at the resource (file:line).
     pub fn report(&mut self, kind: MessageType, resource: &Resource, text: impl Into<String>) {
         let m =
@@ -218,6 +251,14 @@ impl<'a> Context<'a> {
     pub fn location_of(resource: &Resource) -> Location {
         resource.origin.location.clone()
     }
+}
+
+/// Whether a resource in `owner_ns` with `exportTo` is visible from `from_ns` (empty = `*`).
+pub fn exported_to(export_to: &[String], owner_ns: &str, from_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || (e == "." && owner_ns == from_ns) || e == from_ns)
 }
 
 fn container_ports(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(i32, String)> {

@@ -145,7 +145,7 @@ fn json_output_has_istioctl_fields() {
 
 #[test]
 fn thresholds_and_suppression() {
-    let file = "examples/broken/IST0118-port-name.yaml";
+    let file = "examples/broken/IST0118-service-port-name-no-protocol.yaml";
     // IST0118 is Info: below the default Error threshold, so exit 0.
     let out = trellis(&["analyze", file]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

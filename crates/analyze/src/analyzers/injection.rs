@@ -61,6 +61,7 @@ pub fn application_uid(cx: &mut Context) {
         let container_uid = pod
             .containers
             .iter()
+            .filter(|c| c.name != "istio-proxy")
             .filter_map(|c| c.security_context.as_ref().and_then(|s| s.run_as_user))
             .any(|u| u == 1337);
         if pod_uid == Some(1337) || container_uid {

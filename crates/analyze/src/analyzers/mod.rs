@@ -5,9 +5,14 @@ use trellis_api::Resource;
 
 use crate::context::{Context, Workload};
 
+mod destinationrule;
+mod gateway;
 mod injection;
 mod security;
 mod service;
+mod serviceentry;
+mod sidecar;
+mod virtualservice;
 
 /// A named analyzer.
 pub struct Analyzer {
@@ -53,6 +58,66 @@ pub const ANALYZERS: &[Analyzer] = &[
         description: "Checks that PeerAuthentication portLevelMtls names ports the workloads serve",
         run: security::peer_authentication_ports,
     },
+    Analyzer {
+        name: "virtualservice.DestinationHostAnalyzer",
+        description: "Checks that VirtualService destinations (hosts, ports, subsets) exist",
+        run: virtualservice::destinations_exist,
+    },
+    Analyzer {
+        name: "virtualservice.GatewayAnalyzer",
+        description: "Checks that VirtualService gateways exist and serve the VirtualService's hosts",
+        run: virtualservice::gateways,
+    },
+    Analyzer {
+        name: "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
+        description: "Checks that no two mesh VirtualServices claim the same host",
+        run: virtualservice::conflicting_mesh_hosts,
+    },
+    Analyzer {
+        name: "virtualservice.ConditionalRouting",
+        description: "Checks for VirtualService rules and matches that can never be used",
+        run: virtualservice::unreachable_rules,
+    },
+    Analyzer {
+        name: "virtualservice.JWTClaimRouteAnalyzer",
+        description: "Checks that JWT-claim routing at a gateway has a RequestAuthentication",
+        run: virtualservice::jwt_claim_routing,
+    },
+    Analyzer {
+        name: "gateway.IngressGatewayPortAnalyzer",
+        description: "Checks Gateway selectors, ports against the gateway Service, and credentials",
+        run: gateway::gateway_workloads,
+    },
+    Analyzer {
+        name: "gateway.ConflictingGatewayAnalyzer",
+        description: "Checks for Gateways with the same selector, port and overlapping hosts",
+        run: gateway::conflicting_gateways,
+    },
+    Analyzer {
+        name: "gateway.CertificateAnalyzer",
+        description: "Checks for one certificate used by several Gateways",
+        run: gateway::duplicate_certificates,
+    },
+    Analyzer {
+        name: "destinationrule.HostAndSubsetAnalyzer",
+        description: "Checks that DestinationRule hosts exist and subsets select pods",
+        run: destinationrule::hosts_and_subsets,
+    },
+    Analyzer {
+        name: "destinationrule.CaCertificateAnalyzer",
+        description: "Checks that TLS origination verifies the server (caCertificates)",
+        run: destinationrule::tls_verification,
+    },
+    Analyzer {
+        name: "serviceentry.ProtocolAddressesAnalyzer",
+        description: "Checks that ServiceEntries with TCP ports have addresses",
+        run: serviceentry::addresses_required,
+    },
+    Analyzer {
+        name: "sidecar.SelectorAnalyzer",
+        description: "Checks Sidecar workload selectors for conflicts and matches",
+        run: sidecar::sidecar_selectors,
+    },
 ];
 
 /// Runs every analyzer.
@@ -62,8 +127,20 @@ pub fn run_all(cx: &mut Context) {
     }
 }
 
-/// Adds WorkloadEntries to the workload list (filled in with the networking types).
-pub(crate) fn workload_entries<'a>(_resources: &'a [Resource], _out: &mut Vec<Workload<'a>>) {}
+/// Adds WorkloadEntries to the workload list.
+pub(crate) fn workload_entries<'a>(resources: &'a [Resource], out: &mut Vec<Workload<'a>>) {
+    for r in resources {
+        if let trellis_api::Object::WorkloadEntry(we) = &r.object {
+            out.push(Workload {
+                resource: r,
+                namespace: r.ns(),
+                labels: we.labels.clone(),
+                service_account: we.service_account.clone().unwrap_or_else(|| "default".into()),
+                ports: we.ports.iter().map(|(n, p)| (*p as i32, n.clone())).collect(),
+            });
+        }
+    }
+}
 
 /// Namespaces Istio never analyzes for injection or port naming.
 pub(crate) fn is_system_namespace(ns: &str) -> bool {

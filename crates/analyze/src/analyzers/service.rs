@@ -50,7 +50,11 @@ pub fn port_protocol(port: &ServicePort) -> Option<&'static str> {
 pub fn port_names(cx: &mut Context) {
     let mut hits = Vec::new();
     for svc in &cx.services {
-        if is_system_namespace(svc.namespace) || svc.type_ == "ExternalName" {
+        // Istio's own Services (gateways: label `istio`) carry ports like `status-port`.
+        if is_system_namespace(svc.namespace)
+            || svc.type_ == "ExternalName"
+            || svc.resource.labels.contains_key("istio")
+        {
             continue;
         }
         for (i, p) in svc.ports.iter().enumerate() {

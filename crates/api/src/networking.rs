@@ -1,45 +1,4941 @@
-//! Placeholder: replaced by the full types.
-use crate::validate::{Validate, Validator};
-use serde::{Deserialize, Serialize};
+//! Istio's `networking.istio.io` kinds as typed specs with Istio's schema validation:
+//! Gateway, VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar.
+//!
+//! Owns every field of the specs (v1, v1beta1 and v1alpha3 share one schema) under Istio's
+//! JSON names; unknown fields are rejected as the API server's structural schema does; proto
+//! enums are read by name or by number; proto `oneof`s are structs of `Option`s whose
+//! "at most one" rule is checked by validation; Istio's defaults are accessor methods (never
+//! serde defaults, so a round trip keeps what the user wrote); and the per-resource rules of
+//! Istio's `pkg/config/validation` and the CRDs' CEL rules, each reported at its field path.
+//!
+//! Does not own: the resource envelope and metadata (`resource`), the `matchLabels` selector
+//! (`common`), rules that need other resources (does the subset, gateway or secret exist: the
+//! `analyze` crate), the `status` subresource, or compiling routes into proxy config (`model`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration as StdDuration;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::common::WorkloadSelector;
+use crate::duration::Duration;
+use crate::validate::{check_host, Validate, Validator};
+
+// =============================================================================================
+// Serde helpers and proto enums
+// =============================================================================================
+
+/// Reads `null` as the empty list/map: the API server prunes nulls of non-nullable fields.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A proto enum: serialized as Istio's name, read from the name or the proto number.
+macro_rules! proto_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $num:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value in proto order; the first is the proto default (number 0).
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Istio's spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            /// The proto enum number.
+            pub fn number(self) -> i32 {
+                match self { $($name::$variant => $num,)+ }
+            }
+
+            /// Parses Istio's spelling (case-sensitive, like the CRD's enum).
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+            /// Looks a value up by proto number (protobuf JSON accepts numbers too).
+            pub fn from_number(n: i64) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| i64::from(v.number()) == n)
+            }
+
+            fn expected() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::ALL[0]
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} (one of {})", $what, $name::expected())
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::from_name(s).ok_or_else(|| {
+                            E::custom(format!(
+                                "invalid {} {:?}: expected one of {}",
+                                $what,
+                                s,
+                                $name::expected()
+                            ))
+                        })
+                    }
+                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<$name, E> {
+                        $name::from_number(n).ok_or_else(|| {
+                            E::custom(format!(
+                                "invalid {} number {}: expected one of {} or a number 0-{}",
+                                $what,
+                                n,
+                                $name::expected(),
+                                $name::ALL.len() - 1
+                            ))
+                        })
+                    }
+                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<$name, E> {
+                        self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+proto_enum! {
+    /// Gateway/Sidecar server TLS mode (`ServerTLSSettings.TLSmode`).
+    pub enum ServerTLSMode ("server TLS mode") {
+        /// Route on SNI without terminating TLS (the default).
+        Passthrough = 0 => "PASSTHROUGH",
+        /// Terminate TLS with a server certificate.
+        Simple = 1 => "SIMPLE",
+        /// Terminate TLS and require a client certificate.
+        Mutual = 2 => "MUTUAL",
+        /// Passthrough routed by the SNI Istio encodes (multi-network east-west).
+        AutoPassthrough = 3 => "AUTO_PASSTHROUGH",
+        /// Terminate mTLS with Istio's workload certificates.
+        IstioMutual = 4 => "ISTIO_MUTUAL",
+        /// Like MUTUAL, but a client certificate is optional.
+        OptionalMutual = 5 => "OPTIONAL_MUTUAL",
+    }
+}
+
+proto_enum! {
+    /// TLS protocol version bound (`ServerTLSSettings.TLSProtocol`).
+    pub enum TLSProtocol ("TLS protocol version") {
+        /// Let the proxy choose.
+        TlsAuto = 0 => "TLS_AUTO",
+        /// TLS 1.0.
+        TlsV1_0 = 1 => "TLSV1_0",
+        /// TLS 1.1.
+        TlsV1_1 = 2 => "TLSV1_1",
+        /// TLS 1.2.
+        TlsV1_2 = 3 => "TLSV1_2",
+        /// TLS 1.3.
+        TlsV1_3 = 4 => "TLSV1_3",
+    }
+}
+
+proto_enum! {
+    /// Upstream TLS mode of a DestinationRule (`ClientTLSSettings.TLSmode`).
+    pub enum ClientTLSMode ("client TLS mode") {
+        /// Plain text to the upstream.
+        Disable = 0 => "DISABLE",
+        /// TLS, verifying the server.
+        Simple = 1 => "SIMPLE",
+        /// mTLS with a client certificate.
+        Mutual = 2 => "MUTUAL",
+        /// mTLS with Istio's workload certificates.
+        IstioMutual = 3 => "ISTIO_MUTUAL",
+    }
+}
+
+proto_enum! {
+    /// Simple load-balancing algorithm (`LoadBalancerSettings.SimpleLB`).
+    pub enum SimpleLB ("load balancer") {
+        /// Not set: Istio's default (LEAST_REQUEST).
+        Unspecified = 0 => "UNSPECIFIED",
+        /// Deprecated alias of LEAST_REQUEST.
+        LeastConn = 1 => "LEAST_CONN",
+        /// Random endpoint.
+        Random = 2 => "RANDOM",
+        /// Forward to the original destination address.
+        Passthrough = 3 => "PASSTHROUGH",
+        /// Round robin.
+        RoundRobin = 4 => "ROUND_ROBIN",
+        /// Fewest outstanding requests among two random picks.
+        LeastRequest = 5 => "LEAST_REQUEST",
+    }
+}
+
+impl SimpleLB {
+    /// What Istio uses when no algorithm is configured.
+    pub const ISTIO_DEFAULT: SimpleLB = SimpleLB::LeastRequest;
+}
+
+proto_enum! {
+    /// Whether HTTP/1.1 upstream connections are upgraded to HTTP/2.
+    pub enum H2UpgradePolicy ("h2UpgradePolicy") {
+        /// Follow the mesh-wide setting.
+        Default = 0 => "DEFAULT",
+        /// Never upgrade.
+        DoNotUpgrade = 1 => "DO_NOT_UPGRADE",
+        /// Upgrade.
+        Upgrade = 2 => "UPGRADE",
+    }
+}
+
+proto_enum! {
+    /// PROXY protocol version sent upstream.
+    pub enum ProxyProtocolVersion ("PROXY protocol version") {
+        /// Version 1 (text).
+        V1 = 0 => "V1",
+        /// Version 2 (binary).
+        V2 = 1 => "V2",
+    }
+}
+
+proto_enum! {
+    /// How a redirect picks its port (`HTTPRedirect.RedirectPortSelection`).
+    pub enum RedirectPortSelection ("derivePort") {
+        /// 80 for http, 443 for https.
+        FromProtocolDefault = 0 => "FROM_PROTOCOL_DEFAULT",
+        /// The port of the original request.
+        FromRequestPort = 1 => "FROM_REQUEST_PORT",
+    }
+}
+
+proto_enum! {
+    /// What to do with CORS preflights that match no allowed origin.
+    pub enum UnmatchedPreflights ("unmatchedPreflights") {
+        /// Not set (FORWARD).
+        Unspecified = 0 => "UNSPECIFIED",
+        /// Forward to the upstream.
+        Forward = 1 => "FORWARD",
+        /// Answer without forwarding.
+        Ignore = 2 => "IGNORE",
+    }
+}
+
+proto_enum! {
+    /// Whether a ServiceEntry's service is inside or outside the mesh.
+    pub enum Location ("ServiceEntry location") {
+        /// Outside the mesh (the default).
+        MeshExternal = 0 => "MESH_EXTERNAL",
+        /// Part of the mesh (workloads with sidecars or ztunnel).
+        MeshInternal = 1 => "MESH_INTERNAL",
+    }
+}
+
+proto_enum! {
+    /// How a ServiceEntry's endpoints are found.
+    pub enum Resolution ("ServiceEntry resolution") {
+        /// Use the connection's original destination IP (the default).
+        None = 0 => "NONE",
+        /// Use the static endpoint IPs.
+        Static = 1 => "STATIC",
+        /// Resolve hosts/endpoints by DNS, load balancing over all answers.
+        Dns = 2 => "DNS",
+        /// Resolve by DNS, using only the first answer per connection.
+        DnsRoundRobin = 3 => "DNS_ROUND_ROBIN",
+        /// Resolve the requested (wildcard) host at connection time.
+        DynamicDns = 4 => "DYNAMIC_DNS",
+    }
+}
+
+proto_enum! {
+    /// Sidecar outbound policy for hosts not in the registry.
+    pub enum OutboundTrafficPolicyMode ("outbound traffic policy mode") {
+        /// Only registered services are reachable.
+        RegistryOnly = 0 => "REGISTRY_ONLY",
+        /// Unknown destinations are passed through.
+        AllowAny = 1 => "ALLOW_ANY",
+    }
+}
+
+proto_enum! {
+    /// How traffic reaches a Sidecar listener.
+    pub enum CaptureMode ("captureMode") {
+        /// Environment's default.
+        Default = 0 => "DEFAULT",
+        /// Redirected by iptables.
+        Iptables = 1 => "IPTABLES",
+        /// Not captured: the application connects to the listener directly.
+        None = 2 => "NONE",
+    }
+}
+
+// =============================================================================================
+// Types shared by several kinds
+// =============================================================================================
+
+/// A percentage, 0.0 to 100.0 (`{value: 12.5}`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Gateway {}
+pub struct Percent {
+    /// The percentage.
+    #[serde(default)]
+    pub value: f64,
+}
+
+/// `port: {number: 9080}`: a port of the destination service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortSelector {
+    /// Port number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub number: u32,
+}
+
+/// Where traffic goes: a service host, an optional subset and an optional port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// Service host from the registry (short names resolve in the rule's namespace). Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Subset defined by a DestinationRule for the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// Port of the host; may be omitted when the service has one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+/// A string matcher; a oneof: at most one of `exact`, `prefix` or RE2 `regex`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StringMatch {
+    /// Exact match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Prefix match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// RE2 regex matching the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// `workloadSelector: {labels: {...}}` of ServiceEntry and Sidecar (networking's own selector;
+/// DestinationRule uses `common::WorkloadSelector` with `matchLabels`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadLabelSelector {
+    /// Labels a workload must carry.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl WorkloadLabelSelector {
+    /// True when every selector label is present with the same value in `labels`.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// A port protocol as Istio parses `protocol` strings (case-insensitive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http,
+    Https,
+    Http2,
+    HttpProxy,
+    Grpc,
+    GrpcWeb,
+    Tcp,
+    Tls,
+    Udp,
+    Mongo,
+    Redis,
+    Mysql,
+}
+
+/// The protocols Istio accepts, for messages.
+const PROTOCOLS: &str =
+    "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, REDIS, MYSQL, UDP (case-insensitive)";
+
+impl Protocol {
+    /// Istio's `protocol.Parse`: `None` for unsupported names.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "http" => Protocol::Http,
+            "https" => Protocol::Https,
+            "http2" => Protocol::Http2,
+            "http_proxy" => Protocol::HttpProxy,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "tcp" => Protocol::Tcp,
+            "tls" => Protocol::Tls,
+            "udp" => Protocol::Udp,
+            "mongo" => Protocol::Mongo,
+            "redis" => Protocol::Redis,
+            "mysql" => Protocol::Mysql,
+            _ => return None,
+        })
+    }
+
+    /// HTTP-family protocols (routed by `http` rules).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http
+                | Protocol::Http2
+                | Protocol::HttpProxy
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
+        )
+    }
+
+    /// TLS-carrying protocols (HTTPS, TLS).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Tls)
+    }
+
+    /// Protocols proxied as TCP streams.
+    pub fn is_tcp(self) -> bool {
+        matches!(
+            self,
+            Protocol::Tcp
+                | Protocol::Https
+                | Protocol::Tls
+                | Protocol::Mongo
+                | Protocol::Redis
+                | Protocol::Mysql
+        )
+    }
+}
+
+// =============================================================================================
+// Shared validation helpers
+// =============================================================================================
+
+fn warn_at(v: &mut Validator, field: &str, message: impl Into<String>) {
+    let m = message.into();
+    v.at(field, |v| v.warn(m));
+}
+
+fn is_set(s: &Option<String>) -> bool {
+    s.as_deref().is_some_and(|s| !s.is_empty())
+}
+
+/// "a, b or c".
+fn or_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// A proto oneof: reports (at the second field set) when more than one is set.
+fn oneof(v: &mut Validator, fields: &[(&str, bool)]) -> usize {
+    let set: Vec<&str> = fields.iter().filter(|f| f.1).map(|f| f.0).collect();
+    if set.len() > 1 {
+        let all: Vec<&str> = fields.iter().map(|f| f.0).collect();
+        v.error_at(
+            set[1],
+            format!(
+                "only one of {} may be set, found {}",
+                or_list(&all),
+                set.join(" and ")
+            ),
+        );
+    }
+    set.len()
+}
+
+/// Istio's `ValidateDuration`: at least 1ms, whole milliseconds.
+fn duration_ms(v: &mut Validator, field: &str, d: &Option<Duration>) {
+    let Some(d) = d else { return };
+    let std = d.as_std();
+    if std < StdDuration::from_millis(1) {
+        v.duration_min_1ms(field, &Some(d.clone()));
+        return;
+    }
+    // Tolerate float rounding of fractional-seconds text ("0.3s").
+    let rem = std.subsec_nanos() % 1_000_000;
+    if rem > 1_000 && rem < 999_000 {
+        v.error_at(
+            field,
+            format!(
+                "duration {d} is finer than a millisecond: Istio supports millisecond precision"
+            ),
+        );
+    }
+}
+
+/// A non-negative proto int32 count.
+fn non_negative(v: &mut Validator, field: &str, n: Option<i32>) {
+    if let Some(n) = n.filter(|n| *n < 0) {
+        v.error_at(field, format!("{field} is {n}: expected a value >= 0"));
+    }
+}
+
+/// A 0-100 proto int32 percentage.
+fn percent_i32(v: &mut Validator, field: &str, n: Option<i32>) {
+    if let Some(n) = n.filter(|n| !(0..=100).contains(n)) {
+        v.error_at(
+            field,
+            format!("{field} is {n}: expected a percentage 0-100"),
+        );
+    }
+}
+
+fn optional_port(v: &mut Validator, field: &str, port: Option<u32>) {
+    if let Some(p) = port {
+        v.port(field, p);
+    }
+}
+
+impl Validate for Percent {
+    fn validate(&self, v: &mut Validator) {
+        let p = self.value;
+        if !(0.0..=100.0).contains(&p) || (p > 0.0 && p < 0.0001) {
+            v.error_at(
+                "value",
+                format!("percentage {p} is out of range: expected 0 or 0.0001-100"),
+            );
+        }
+    }
+}
+
+fn is_ip(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok()
+}
+
+/// Istio's `ValidateIPSubnet`: an IP or a CIDR block.
+fn check_ip_or_cidr(s: &str) -> Result<(), String> {
+    if s.contains('/') {
+        s.parse::<IpNet>().map(|_| ()).map_err(|_| {
+            format!("{s:?} is not a valid CIDR block: expected e.g. 10.0.0.0/8 or 2001:db8::/32")
+        })
+    } else if is_ip(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid IP address or CIDR block: expected e.g. 10.1.2.3 or 10.0.0.0/8"
+        ))
+    }
+}
+
+/// A fully qualified (or short) host name without wildcards.
+fn check_fqdn(s: &str) -> Result<(), String> {
+    if s.contains('*') {
+        return Err(format!(
+            "{s:?} is not a domain name: wildcards are not allowed here"
+        ));
+    }
+    check_host(s)
+}
+
+/// Istio's relaxed DNS-1123 label (`labels.IsDNS1123Label` allows upper case).
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn check_port_name(name: &str) -> Result<(), String> {
+    if is_dns_label(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid port name {name:?}: expected at most 63 letters, digits and '-', starting and ending alphanumerically"
+        ))
+    }
+}
+
+fn check_protocol(name: &str) -> Result<Protocol, String> {
+    Protocol::parse(name)
+        .ok_or_else(|| format!("invalid protocol {name:?}: expected one of {PROTOCOLS}"))
+}
+
+/// The part after `unix://`: an absolute path or an abstract socket (`@name`).
+fn check_unix_address(addr: &str) -> Result<(), String> {
+    if addr.is_empty() {
+        Err(
+            "unix domain socket path must not be empty: expected unix:///path or unix://@name"
+                .into(),
+        )
+    } else if addr.starts_with('@') {
+        Ok(())
+    } else if !addr.starts_with('/') {
+        Err(format!(
+            "unix domain socket {addr:?} must be an absolute path (unix:///path) or abstract (unix://@name)"
+        ))
+    } else if addr.ends_with('/') {
+        Err(format!(
+            "unix domain socket {addr:?} must not be a directory"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Istio's `host.Name.Matches`: the two hosts (possibly wildcards) overlap.
+pub fn host_matches(a: &str, b: &str) -> bool {
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(sa), Some(sb)) => {
+            if sa.len() < sb.len() {
+                sb.ends_with(sa)
+            } else {
+                sa.ends_with(sb)
+            }
+        }
+        (Some(sa), None) => b.ends_with(sa),
+        (None, Some(sb)) => a.ends_with(sb),
+        (None, None) => a == b,
+    }
+}
+
+/// Istio's `host.Name.SubsetOf`: every name `a` matches is matched by `b`.
+pub fn host_subset_of(a: &str, b: &str) -> bool {
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(sa), Some(sb)) => sa.ends_with(sb),
+        (Some(_), None) => false,
+        (None, Some(sb)) => a.ends_with(sb),
+        (None, None) => a == b,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HostScope {
+    Gateway,
+    Sidecar,
+}
+
+/// `namespace/dnsName` hosts of Gateway servers and Sidecar egress listeners.
+fn validate_namespaced_host(v: &mut Validator, host: &str, scope: HostScope) {
+    let (ns, name) = match host.split_once('/') {
+        Some(parts) => parts,
+        None if scope == HostScope::Gateway => {
+            if let Err(e) = check_host(host) {
+                v.error(format!("{e}: expected [namespace/]dnsName, e.g. \"*\", \"example.com\" or \"prod/*.example.com\""));
+            }
+            return;
+        }
+        None => {
+            v.error(format!(
+                "invalid host {host:?}: expected namespace/dnsName, e.g. \"*/*\", \"./reviews.default.svc.cluster.local\" or \"istio-system/*\""
+            ));
+            return;
+        }
+    };
+    if ns.is_empty() || name.is_empty() {
+        v.error(format!(
+            "invalid host {host:?}: namespace and dnsName must both be non-empty"
+        ));
+        return;
+    }
+    let ns_ok = match ns {
+        "*" | "." => true,
+        "~" => scope == HostScope::Sidecar,
+        _ => is_dns_label(ns),
+    };
+    if !ns_ok {
+        let allowed = if scope == HostScope::Sidecar {
+            "\"*\", \".\", \"~\" or a namespace name"
+        } else {
+            "\"*\", \".\" or a namespace name"
+        };
+        v.error(format!(
+            "invalid namespace {ns:?} in host {host:?}: expected {allowed}"
+        ));
+    }
+    if let Err(e) = check_host(name) {
+        v.error(e);
+    }
+}
+
+/// A gateway reference in `gateways`: `mesh`, `name` or `namespace/name`.
+fn validate_gateway_name(v: &mut Validator, name: &str) {
+    match name.split_once('/') {
+        None => {
+            if let Err(e) = check_fqdn(name) {
+                v.error(format!(
+                    "invalid gateway {name:?} ({e}): expected \"mesh\", a gateway name or namespace/name"
+                ));
+            } else if let Some((gw, rest)) = name.split_once('.') {
+                let ns = rest.split('.').next().unwrap_or("");
+                v.warn(format!(
+                    "gateway {name:?} uses the legacy name.namespace form: prefer \"{ns}/{gw}\""
+                ));
+            }
+        }
+        Some((ns, gw)) => {
+            if ns.is_empty() || gw.is_empty() {
+                v.error(format!(
+                    "invalid gateway {name:?}: namespace and name must both be non-empty"
+                ));
+                return;
+            }
+            if !is_dns_label(ns) {
+                v.error(format!(
+                    "invalid namespace {ns:?} in gateway {name:?}: expected a namespace name"
+                ));
+            }
+            if !is_dns_label(gw) {
+                v.error(format!(
+                    "invalid gateway name {gw:?} in {name:?}: expected a DNS-1123 label"
+                ));
+            }
+        }
+    }
+}
+
+fn validate_gateway_names(v: &mut Validator, field: &str, names: &[String]) {
+    v.each(field, names, |v, g| validate_gateway_name(v, g));
+}
+
+/// `sourceNamespace` of a match.
+fn validate_source_namespace(v: &mut Validator, ns: &Option<String>) {
+    if let Some(ns) = ns.as_deref().filter(|ns| !ns.is_empty()) {
+        if !is_dns_label(ns) {
+            v.error_at(
+                "sourceNamespace",
+                format!("invalid sourceNamespace {ns:?}: expected a namespace name"),
+            );
+        }
+    }
+}
+
+/// HTTP header names are RFC 7230 tokens.
+fn is_header_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("header name must not be empty".into())
+    } else if !is_header_token(name) {
+        Err(format!(
+            "invalid header name {name:?}: expected letters, digits and !#$%&'*+-.^_`|~"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn is_authority_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
+}
+
+/// Istio's `ValidateHTTPHeaderWithAuthorityOperationName` (`allow_authority`) and
+/// `ValidateHTTPHeaderOperationName`.
+fn check_header_operation_name(name: &str, allow_authority: bool) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name must not be empty".into());
+    }
+    if allow_authority && is_authority_header(name) {
+        return Ok(());
+    }
+    if name.eq_ignore_ascii_case("host") {
+        return Err(format!("invalid header {name:?}: the Host header cannot be changed here; use rewrite.authority on requests"));
+    }
+    if name.starts_with(':') {
+        return Err(format!(
+            "invalid header {name:?}: pseudo-headers (\":\" prefix) cannot be changed"
+        ));
+    }
+    check_header_name(name)
+}
+
+/// `exportTo`, with Istio's kind-specific rules on top of the shared check.
+fn validate_export_to(
+    v: &mut Validator,
+    export_to: &[String],
+    service_entry: bool,
+    dr_with_selector: bool,
+) {
+    v.export_to("exportTo", export_to);
+    let ns = v.namespace.clone();
+    v.at("exportTo", |v| {
+        for (i, e) in export_to.iter().enumerate() {
+            if e == "~" && !service_entry {
+                v.at_index(i, |v| {
+                    v.error("exportTo \"~\" (visible to no one) is only allowed on ServiceEntry: expected \".\", \"*\" or namespace names")
+                });
+            }
+            if !ns.is_empty() && *e == ns && export_to.iter().any(|x| x == ".") {
+                v.at_index(i, |v| {
+                    v.error(format!(
+                        "duplicate exportTo entry: \".\" already means the current namespace {ns:?}"
+                    ))
+                });
+            }
+        }
+        if dr_with_selector
+            && !export_to.is_empty()
+            && !export_to.iter().all(|e| e == "." || *e == ns)
+        {
+            v.error("a DestinationRule with workloadSelector applies only in its own namespace: expected exportTo [\".\"] or none");
+        }
+    });
+}
+
+impl Validate for StringMatch {
+    fn validate(&self, v: &mut Validator) {
+        self.check(v, false);
+    }
+}
+
+impl StringMatch {
+    /// Checks the oneof and the regex; `allow_empty_prefix` for `uri` (prefix "" matches all).
+    fn check(&self, v: &mut Validator, allow_empty_prefix: bool) {
+        oneof(
+            v,
+            &[
+                ("exact", self.exact.is_some()),
+                ("prefix", self.prefix.is_some()),
+                ("regex", self.regex.is_some()),
+            ],
+        );
+        if !allow_empty_prefix && self.prefix.as_deref() == Some("") {
+            v.error_at(
+                "prefix",
+                "prefix match must not be empty: omit the match to match everything",
+            );
+        }
+        if let Some(re) = &self.regex {
+            if re.is_empty() {
+                v.error_at("regex", "regex match must not be empty");
+            } else {
+                v.regex("regex", re);
+            }
+        }
+    }
+
+    /// True when any of the forms is set.
+    pub fn is_set(&self) -> bool {
+        self.exact.is_some() || self.prefix.is_some() || self.regex.is_some()
+    }
+}
+
+impl Validate for Destination {
+    fn validate(&self, v: &mut Validator) {
+        if self.host.is_empty() {
+            v.error_at(
+                "host",
+                "destination host is required: expected a service host such as reviews or reviews.prod.svc.cluster.local",
+            );
+        } else if self.host == "*" {
+            v.error_at(
+                "host",
+                "destination host cannot be \"*\": expected a service host",
+            );
+        } else if let Err(e) = check_host(&self.host) {
+            v.error_at("host", e);
+        }
+        if let Some(subset) = &self.subset {
+            if subset.is_empty() {
+                v.error_at(
+                    "subset",
+                    "subset name must not be empty: omit subset to use all endpoints",
+                );
+            } else if !is_dns_label(subset) {
+                v.error_at(
+                    "subset",
+                    format!("invalid subset name {subset:?}: expected a DNS-1123 label"),
+                );
+            }
+        }
+        if let Some(p) = &self.port {
+            v.port("port.number", p.number);
+        }
+    }
+}
+
+// =============================================================================================
+// Gateway
+// =============================================================================================
+
+/// Gateway spec: listeners (servers) for the gateway proxies selected by labels.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {
+    /// The servers (listeners). At least one is required.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub servers: Vec<Server>,
+    /// Labels of the gateway workloads this applies to.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub selector: BTreeMap<String, String>,
+}
+
+/// One listener of a Gateway: a port, the hosts it serves and its TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Server {
+    /// Port to listen on. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    /// IP or `unix://` socket to bind to (default: all addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// `[namespace/]dnsName` hosts exposed; VirtualServices bind to these. Required.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hosts: Vec<String>,
+    /// TLS settings: termination, passthrough or an HTTP-to-HTTPS redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTLSSettings>,
+    /// Not implemented by Istio (hidden from its docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
+    /// Optional server name, unique across servers (used in stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A Gateway server port: number, protocol and name are all required.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Port {
+    /// Port number (0 only with a unix socket bind).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub number: u32,
+    /// HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, ... (case-insensitive).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    /// Port name, unique across the Gateway's servers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Deprecated; has no effect on gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+impl Port {
+    /// The parsed protocol, `None` when Istio does not know it.
+    pub fn protocol_kind(&self) -> Option<Protocol> {
+        Protocol::parse(&self.protocol)
+    }
+}
+
+/// TLS settings of a Gateway server or Sidecar ingress listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTLSSettings {
+    /// Send 301 redirects to https for plain HTTP requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    /// TLS mode; PASSTHROUGH when unset (see [`ServerTLSSettings::mode`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ServerTLSMode>,
+    /// Server certificate file (SIMPLE/MUTUAL without credentialName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Private key file (SIMPLE/MUTUAL without credentialName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA bundle file for verifying client certificates (MUTUAL/OPTIONAL_MUTUAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// Certificate revocation list file for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
+    /// Kubernetes secret holding the certificate, key and optionally the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// Up to two secrets (e.g. RSA and ECDSA); exclusive with credentialName and tlsCertificates.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub credential_names: Vec<String>,
+    /// Up to two certificate/key file pairs; exclusive with the credential fields.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tls_certificates: Vec<TLSCertificate>,
+    /// Secret or ConfigMap holding the CA certificates for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_credential_name: Option<String>,
+    /// Allowed subject alternative names of client certificates.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub subject_alt_names: Vec<String>,
+    /// Allowed base64 SHA-256 SPKI hashes of client certificates.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub verify_certificate_spki: Vec<String>,
+    /// Allowed hex SHA-256 hashes of client certificates.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub verify_certificate_hash: Vec<String>,
+    /// Minimum TLS version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_protocol_version: Option<TLSProtocol>,
+    /// Maximum TLS version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_protocol_version: Option<TLSProtocol>,
+    /// Allowed cipher suites (Envoy/BoringSSL names); Envoy's defaults when empty.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cipher_suites: Vec<String>,
+}
+
+impl ServerTLSSettings {
+    /// The TLS mode in effect: PASSTHROUGH when unset (the proto default).
+    pub fn mode(&self) -> ServerTLSMode {
+        self.mode.unwrap_or_default()
+    }
+
+    /// True when certificates come from secrets rather than files.
+    pub fn uses_credentials(&self) -> bool {
+        is_set(&self.credential_name) || !self.credential_names.is_empty()
+    }
+}
+
+/// A certificate/key file pair of `tlsCertificates`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TLSCertificate {
+    /// Server certificate file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA bundle file for client verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+}
+
 impl Validate for Gateway {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        v.labels("selector", &self.selector);
+        if self.servers.is_empty() {
+            v.error_at(
+                "servers",
+                "a Gateway needs at least one server: expected servers with port, hosts and (for HTTPS/TLS) tls",
+            );
+        }
+        v.each("servers", &self.servers, |v, s| s.validate(v));
+        let mut port_names: HashMap<&str, usize> = HashMap::new();
+        let mut server_names: HashMap<&str, usize> = HashMap::new();
+        v.at("servers", |v| {
+            for (i, s) in self.servers.iter().enumerate() {
+                if let Some(p) = s.port.as_ref().filter(|p| !p.name.is_empty()) {
+                    match port_names.get(p.name.as_str()) {
+                        Some(first) => v.at_index(i, |v| {
+                            v.error_at(
+                                "port.name",
+                                format!(
+                                    "duplicate port name {:?} (also servers[{first}]): port names must be unique across a Gateway's servers",
+                                    p.name
+                                ),
+                            )
+                        }),
+                        None => {
+                            port_names.insert(&p.name, i);
+                        }
+                    }
+                }
+                if let Some(name) = s.name.as_deref().filter(|n| !n.is_empty()) {
+                    match server_names.get(name) {
+                        Some(first) => v.at_index(i, |v| {
+                            warn_at(
+                                v,
+                                "name",
+                                format!("duplicate server name {name:?} (also servers[{first}]): server names should be unique"),
+                            )
+                        }),
+                        None => {
+                            server_names.insert(name, i);
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
+
+impl Validate for Server {
+    fn validate(&self, v: &mut Validator) {
+        let bind = self.bind.as_deref().unwrap_or("");
+        if self.hosts.is_empty() {
+            v.error_at(
+                "hosts",
+                "a server needs at least one host: expected entries like \"*\", \"example.com\" or \"prod/*.example.com\"",
+            );
+        }
+        v.each("hosts", &self.hosts, |v, h| {
+            validate_namespaced_host(v, h, HostScope::Gateway)
+        });
+        let protocol = match &self.port {
+            None => {
+                v.error_at(
+                    "port",
+                    "port is required: expected {number, name, protocol}",
+                );
+                None
+            }
+            Some(p) => v.at("port", |v| p.validate_server_port(v, bind)),
+        };
+        if let Some(path) = bind.strip_prefix("unix://") {
+            if let Err(e) = check_unix_address(path) {
+                v.error_at("bind", e);
+            }
+            if let Some(p) = self.port.as_ref().filter(|p| p.number != 0) {
+                v.error_at(
+                    "port.number",
+                    format!(
+                        "port number must be 0 with a unix domain socket bind, found {}",
+                        p.number
+                    ),
+                );
+            }
+        } else if !bind.is_empty() && !is_ip(bind) {
+            v.error_at(
+                "bind",
+                format!("invalid bind address {bind:?}: expected an IP address or unix:///path"),
+            );
+        }
+        if let Some(tls) = &self.tls {
+            v.at("tls", |v| validate_server_tls(v, tls));
+        }
+        let Some(protocol) = protocol else { return };
+        let name = self
+            .port
+            .as_ref()
+            .map(|p| p.protocol.as_str())
+            .unwrap_or("");
+        match &self.tls {
+            None if protocol.is_tls() => v.error_at(
+                "tls",
+                format!(
+                    "{name} servers need tls settings: expected tls.mode (SIMPLE, MUTUAL, PASSTHROUGH, ...) and, to terminate TLS, credentialName"
+                ),
+            ),
+            Some(tls) if !protocol.is_tls() => {
+                if protocol.is_http() {
+                    let passthrough = matches!(
+                        tls.mode(),
+                        ServerTLSMode::Passthrough | ServerTLSMode::AutoPassthrough
+                    );
+                    if !passthrough
+                        || is_set(&tls.ca_certificates)
+                        || is_set(&tls.private_key)
+                        || is_set(&tls.server_certificate)
+                    {
+                        v.error_at(
+                            "tls",
+                            format!("a plain-text {name} server cannot terminate TLS: only tls.httpsRedirect is allowed here; use protocol HTTPS to serve TLS"),
+                        );
+                    }
+                } else {
+                    v.error_at(
+                        "tls",
+                        format!("a {name} server cannot have TLS settings: tls applies to HTTPS and TLS servers"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        if !protocol.is_http() && self.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
+            warn_at(
+                v,
+                "tls.httpsRedirect",
+                "httpsRedirect only has an effect on HTTP servers",
+            );
+        }
+    }
+}
+
+impl Port {
+    /// Istio's `validateServerPort`; returns the protocol when it parses.
+    fn validate_server_port(&self, v: &mut Validator, bind: &str) -> Option<Protocol> {
+        let protocol = if self.protocol.is_empty() {
+            v.error_at(
+                "protocol",
+                format!("port protocol is required: expected one of {PROTOCOLS}"),
+            );
+            None
+        } else {
+            match check_protocol(&self.protocol) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    v.error_at("protocol", e);
+                    None
+                }
+            }
+        };
+        if self.number > 0 || !bind.starts_with("unix://") {
+            v.port("number", self.number);
+        }
+        if self.target_port.is_some_and(|p| p > 0) {
+            warn_at(v, "targetPort", "targetPort has no effect on Gateways");
+        }
+        if self.name.is_empty() {
+            v.error_at(
+                "name",
+                "port name is required: expected e.g. http, https-443",
+            );
+        }
+        protocol
+    }
+}
+
+/// Cipher suites Envoy (BoringSSL) accepts.
+const CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "PSK-AES128-CBC-SHA",
+    "AES256-SHA",
+    "PSK-AES256-CBC-SHA",
+    "DES-CBC3-SHA",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// Istio's `validateTLSOptions` for server-side TLS, plus the CRD's CEL rules.
+fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
+    let cred = is_set(&tls.credential_name);
+    let creds = !tls.credential_names.is_empty();
+    let certs = !tls.tls_certificates.is_empty();
+    oneof(
+        v,
+        &[
+            ("credentialName", cred),
+            ("credentialNames", creds),
+            ("tlsCertificates", certs),
+        ],
+    );
+    if tls.credential_names.len() > 2 {
+        v.error_at(
+            "credentialNames",
+            format!(
+                "at most 2 credentialNames (e.g. one RSA and one ECDSA), found {}",
+                tls.credential_names.len()
+            ),
+        );
+    }
+    if tls.tls_certificates.len() > 2 {
+        v.error_at(
+            "tlsCertificates",
+            format!(
+                "at most 2 tlsCertificates (e.g. one RSA and one ECDSA), found {}",
+                tls.tls_certificates.len()
+            ),
+        );
+    }
+    if certs && (is_set(&tls.server_certificate) || is_set(&tls.private_key)) {
+        v.error_at(
+            "tlsCertificates",
+            "tlsCertificates cannot be combined with serverCertificate/privateKey: use one form",
+        );
+    }
+    let mode = tls.mode();
+    match mode {
+        ServerTLSMode::IstioMutual => {
+            for (field, set) in [
+                ("serverCertificate", is_set(&tls.server_certificate)),
+                ("privateKey", is_set(&tls.private_key)),
+                ("caCertificates", is_set(&tls.ca_certificates)),
+                ("credentialName", cred),
+                ("credentialNames", creds),
+                ("tlsCertificates", certs),
+            ] {
+                if set {
+                    v.error_at(
+                        field,
+                        format!("ISTIO_MUTUAL uses Istio's workload certificates: {field} must not be set"),
+                    );
+                }
+            }
+        }
+        ServerTLSMode::Simple | ServerTLSMode::Mutual | ServerTLSMode::OptionalMutual => {
+            let mutual = mode != ServerTLSMode::Simple;
+            if !(cred || creds) {
+                if certs {
+                    v.each("tlsCertificates", &tls.tls_certificates, |v, c| {
+                        if !is_set(&c.server_certificate) {
+                            v.error_at(
+                                "serverCertificate",
+                                format!("{mode} TLS requires serverCertificate in each tlsCertificates entry"),
+                            );
+                        }
+                        if !is_set(&c.private_key) {
+                            v.error_at(
+                                "privateKey",
+                                format!("{mode} TLS requires privateKey in each tlsCertificates entry"),
+                            );
+                        }
+                    });
+                } else {
+                    if !is_set(&tls.server_certificate) {
+                        v.error_at(
+                            "serverCertificate",
+                            format!("{mode} TLS requires a server certificate: expected credentialName (a Kubernetes secret) or serverCertificate and privateKey"),
+                        );
+                    }
+                    if !is_set(&tls.private_key) {
+                        v.error_at(
+                            "privateKey",
+                            format!("{mode} TLS requires a private key: expected credentialName (a Kubernetes secret) or serverCertificate and privateKey"),
+                        );
+                    }
+                }
+                let ca_everywhere = certs
+                    && tls
+                        .tls_certificates
+                        .iter()
+                        .all(|c| is_set(&c.ca_certificates));
+                if mutual
+                    && !is_set(&tls.ca_certificates)
+                    && !is_set(&tls.ca_cert_credential_name)
+                    && !ca_everywhere
+                {
+                    v.error_at(
+                        "caCertificates",
+                        format!("{mode} TLS requires a CA bundle to verify clients: expected caCertificates, caCertCredentialName or credentialName"),
+                    );
+                }
+            }
+        }
+        ServerTLSMode::Passthrough | ServerTLSMode::AutoPassthrough => {}
+    }
+    if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version) {
+        if min != TLSProtocol::TlsAuto && max != TLSProtocol::TlsAuto && min > max {
+            v.error_at(
+                "minProtocolVersion",
+                format!("minProtocolVersion {min} is greater than maxProtocolVersion {max}"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    v.at("cipherSuites", |v| {
+        for (i, c) in tls.cipher_suites.iter().enumerate() {
+            let known = c
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split('|')
+                .all(|c| CIPHER_SUITES.contains(&c));
+            if !seen.insert(c.as_str()) {
+                v.at_index(i, |v| v.warn(format!("duplicate cipher suite {c:?}")));
+            } else if !known {
+                v.at_index(i, |v| {
+                    v.warn(format!(
+                        "unsupported cipher suite {c:?}: Envoy will ignore it"
+                    ))
+                });
+            }
+        }
+    });
+}
+
+// =============================================================================================
+// VirtualService
+// =============================================================================================
+
+/// VirtualService spec: routing rules for traffic addressed to a set of hosts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VirtualService {}
+pub struct VirtualService {
+    /// Hosts the rules apply to; empty only for a delegate VirtualService.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hosts: Vec<String>,
+    /// Gateways (`[namespace/]name`, `mesh` for sidecars) applying the rules; `mesh` when empty.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub gateways: Vec<String>,
+    /// HTTP rules, first match wins.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub http: Vec<HTTPRoute>,
+    /// Rules for unterminated TLS (routed on SNI).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tls: Vec<TLSRoute>,
+    /// Rules for opaque TCP.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tcp: Vec<TCPRoute>,
+    /// Namespaces that can see this VirtualService (all when empty).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub export_to: Vec<String>,
+}
+
+impl VirtualService {
+    /// A delegate VirtualService has no hosts; root VirtualServices point at it.
+    pub fn is_delegate(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The gateways the rules apply to: `["mesh"]` when none are listed.
+    pub fn gateways_or_mesh(&self) -> Vec<&str> {
+        if self.gateways.is_empty() {
+            vec!["mesh"]
+        } else {
+            self.gateways.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// One HTTP rule: match conditions and one of route, redirect, directResponse or delegate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRoute {
+    /// Rule name (in logs and stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions, ORed; the rule matches everything when empty.
+    #[serde(
+        rename = "match",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub matches: Vec<HTTPMatchRequest>,
+    /// Weighted destinations.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub route: Vec<HTTPRouteDestination>,
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<HTTPRedirect>,
+    /// Answer directly with a fixed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HTTPDirectResponse>,
+    /// Hand routing to another (delegate) VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+    /// Rewrite the path or authority before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HTTPRewrite>,
+    /// Request timeout; unset means none (Istio's default: disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retry policy; unset means the mesh default (see [`HTTPRoute::retry_policy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<HTTPRetry>,
+    /// Fault injection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<HTTPFaultInjection>,
+    /// Mirror traffic to this destination (exclusive with `mirrors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    /// Mirror traffic to several destinations.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub mirrors: Vec<HTTPMirrorPolicy>,
+    /// Deprecated integer mirror percentage (also read as `mirror_percent`).
+    #[serde(
+        default,
+        alias = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mirror_percent: Option<u32>,
+    /// Share of traffic `mirror` receives (100 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<Percent>,
+    /// CORS policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_policy: Option<CorsPolicy>,
+    /// Header manipulation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+impl HTTPRoute {
+    /// The retry policy in effect: `retries` as written, or Istio's mesh default
+    /// ([`HTTPRetry::mesh_default`]: 2 attempts) when unset.
+    pub fn retry_policy(&self) -> HTTPRetry {
+        self.retries.clone().unwrap_or_else(HTTPRetry::mesh_default)
+    }
+
+    /// Relative weight of each `route` destination as Istio applies it (see [`relative_weights`]).
+    pub fn route_weights(&self) -> Vec<u32> {
+        relative_weights(self.route.iter().map(|d| d.weight))
+    }
+
+    /// True when the rule has no condition (or an empty one), so it matches every request.
+    pub fn matches_everything(&self) -> bool {
+        self.matches.is_empty()
+            || self.matches.iter().any(|m| {
+                HTTPMatchRequest {
+                    name: None,
+                    ..m.clone()
+                } == HTTPMatchRequest::default()
+            })
+    }
+}
+
+/// Relative weights as Istio applies them: unset counts as 0 (negative too), and a lone
+/// destination gets all traffic (100) whatever its weight says.
+pub fn relative_weights(weights: impl ExactSizeIterator<Item = Option<i32>>) -> Vec<u32> {
+    if weights.len() == 1 {
+        return vec![100];
+    }
+    weights
+        .map(|w| u32::try_from(w.unwrap_or(0)).unwrap_or(0))
+        .collect()
+}
+
+/// Names the VirtualService an HTTP rule delegates to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delegate {
+    /// Delegate VirtualService name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its namespace (the root's when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Request and response header manipulation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    /// Applied before forwarding the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    /// Applied before returning the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Set, add and remove header operations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOperations {
+    /// Overwrite these headers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub set: BTreeMap<String, String>,
+    /// Append these headers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub remove: Vec<String>,
+}
+
+/// A TLS (SNI) rule: match conditions and weighted destinations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TLSRoute {
+    /// Conditions, ORed. Required, each with sniHosts.
+    #[serde(
+        rename = "match",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub matches: Vec<TLSMatchAttributes>,
+    /// Weighted destinations.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub route: Vec<RouteDestination>,
+}
+
+impl TLSRoute {
+    /// Relative weight of each destination (see [`relative_weights`]).
+    pub fn route_weights(&self) -> Vec<u32> {
+        relative_weights(self.route.iter().map(|d| d.weight))
+    }
+}
+
+/// A TCP rule: match conditions and weighted destinations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TCPRoute {
+    /// Conditions, ORed; matches everything when empty.
+    #[serde(
+        rename = "match",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub matches: Vec<L4MatchAttributes>,
+    /// Weighted destinations.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub route: Vec<RouteDestination>,
+}
+
+impl TCPRoute {
+    /// Relative weight of each destination (see [`relative_weights`]).
+    pub fn route_weights(&self) -> Vec<u32> {
+        relative_weights(self.route.iter().map(|d| d.weight))
+    }
+}
+
+/// Conditions on an HTTP request; all set fields must match.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPMatchRequest {
+    /// Match name (prefixed to the route name in logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Path match (an empty prefix matches all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    /// Scheme match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatch>,
+    /// Method match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Authority (Host) match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    /// Header matches by lowercase name (or `@request.auth.claims.*`).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub headers: BTreeMap<String, StringMatch>,
+    /// Destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Labels of the calling workload.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies on (overrides the VirtualService's).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub gateways: Vec<String>,
+    /// Query parameter matches (exact or regex).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub query_params: BTreeMap<String, StringMatch>,
+    /// Match the uri case-insensitively (exact and prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_uri_case: Option<bool>,
+    /// Headers that must not match.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Namespace of the calling workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    /// Stats prefix for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat_prefix: Option<String>,
+}
+
+/// A weighted HTTP destination with optional header manipulation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRouteDestination {
+    /// Where to send the request. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Relative weight (see [`relative_weights`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Header manipulation for this destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+/// A weighted TCP/TLS destination.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteDestination {
+    /// Where to send the connection. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Relative weight (see [`relative_weights`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+/// Conditions on a TCP connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4MatchAttributes {
+    /// Destination IPs or CIDRs.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub destination_subnets: Vec<String>,
+    /// Destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Source IP or CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_subnet: Option<String>,
+    /// Labels of the calling workload.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies on.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+}
+
+/// Conditions on a TLS connection; `sniHosts` is required.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TLSMatchAttributes {
+    /// SNI values to match (each within the VirtualService's hosts).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub sni_hosts: Vec<String>,
+    /// Destination IPs or CIDRs.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub destination_subnets: Vec<String>,
+    /// Destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Labels of the calling workload.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub source_labels: BTreeMap<String, String>,
+    /// Gateways this match applies on.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub gateways: Vec<String>,
+    /// Namespace of the calling workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+}
+
+/// A redirect response; `port` and `derivePort` form a oneof.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRedirect {
+    /// Replace the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replace the authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Replace the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// Derive the port from the scheme or the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derive_port: Option<RedirectPortSelection>,
+    /// Replace the scheme (`http` or `https`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Status code; 301 when unset (see [`HTTPRedirect::code`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u32>,
+}
+
+impl HTTPRedirect {
+    /// Status codes Envoy can send for a redirect.
+    pub const SUPPORTED_CODES: &'static [u32] = &[301, 302, 303, 307, 308];
+
+    /// The status code in effect: 301 (Moved Permanently) when unset or 0.
+    pub fn code(&self) -> u32 {
+        self.redirect_code.filter(|c| *c != 0).unwrap_or(301)
+    }
+}
+
+/// A fixed response sent without forwarding.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPDirectResponse {
+    /// HTTP status. Required.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub status: u32,
+    /// Response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<HTTPBody>,
+}
+
+/// A response body; a oneof: text `string` or base64 `bytes`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPBody {
+    /// Body text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    /// Body bytes, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
+/// Path/authority rewrite; `uri` and `uriRegexRewrite` are exclusive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRewrite {
+    /// Replace the path, or the matched prefix of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replace the authority (Host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Rewrite the path with a regex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// A regex rewrite: RE2 `match` and its replacement (`\1` for groups).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// RE2 pattern (JSON `match`).
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Replacement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+}
+
+/// Retry policy of an HTTP rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRetry {
+    /// Retries allowed; 0 disables retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// Timeout of each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// Comma-separated Envoy retry conditions and status codes (see [`HTTPRetry::retry_on`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<String>,
+    /// Retry to other localities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_remote_localities: Option<bool>,
+    /// Avoid hosts already tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Minimum interval between retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
+}
+
+impl HTTPRetry {
+    /// Attempts of Istio's mesh default policy.
+    pub const DEFAULT_ATTEMPTS: i32 = 2;
+    /// `retryOn` of Istio's mesh default policy (also used when `retryOn` is unset).
+    pub const DEFAULT_RETRY_ON: &'static str =
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+    /// Istio's default retry policy for routes without `retries`: 2 attempts on
+    /// connect-failure, refused-stream, unavailable, cancelled and retriable status codes (503).
+    pub fn mesh_default() -> HTTPRetry {
+        HTTPRetry {
+            attempts: Some(Self::DEFAULT_ATTEMPTS),
+            retry_on: Some(Self::DEFAULT_RETRY_ON.to_string()),
+            ..HTTPRetry::default()
+        }
+    }
+
+    /// Attempts in effect: as written, 0 (retries disabled) when unset.
+    pub fn attempts(&self) -> i32 {
+        self.attempts.unwrap_or(0)
+    }
+
+    /// Retry conditions in effect: as written, Istio's default when unset or empty.
+    pub fn retry_on(&self) -> &str {
+        self.retry_on
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(Self::DEFAULT_RETRY_ON)
+    }
+}
+
+/// Cross-origin resource sharing policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// Deprecated exact origins; use `allowOrigins`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_origin: Vec<String>,
+    /// Allowed origins.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_origins: Vec<StringMatch>,
+    /// Allowed methods.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_methods: Vec<String>,
+    /// Allowed request headers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_headers: Vec<String>,
+    /// Headers browsers may read.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub expose_headers: Vec<String>,
+    /// How long preflight results may be cached (whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// Whether credentials are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    /// Handling of preflights from origins not allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatched_preflights: Option<UnmatchedPreflights>,
+}
+
+/// Fault injection: a delay and/or an abort.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPFaultInjection {
+    /// Delay before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
+    /// Abort with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<Abort>,
+}
+
+/// Injected delay; a oneof of `fixedDelay` and (unsupported) `exponentialDelay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delay {
+    /// Fixed delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_delay: Option<Duration>,
+    /// Exponential delay (not implemented by Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exponential_delay: Option<Duration>,
+    /// Share of requests delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+    /// Deprecated integer percentage; use `percentage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+}
+
+/// Injected abort; a oneof of `httpStatus`, `grpcStatus` and `http2Error`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Abort {
+    /// HTTP status to return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<i32>,
+    /// gRPC status name to return (e.g. UNAVAILABLE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
+    /// HTTP/2 error (not implemented by Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_error: Option<String>,
+    /// Share of requests aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+}
+
+/// One mirror destination and the share of traffic it receives.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPMirrorPolicy {
+    /// Mirror target. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Share mirrored (100 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+}
+
+/// gRPC status names accepted by `abort.grpcStatus`.
+const GRPC_STATUSES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Envoy retry conditions accepted in `retryOn` (besides HTTP status codes).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+const CORS_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 impl Validate for VirtualService {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        let delegate = self.is_delegate();
+        if delegate {
+            if !self.gateways.is_empty() {
+                v.error_at("gateways", "a VirtualService without hosts is a delegate and cannot set gateways: add hosts, or reference it from a root VirtualService's http[].delegate");
+            }
+            if !self.tls.is_empty() {
+                v.error_at("tls", "a delegate VirtualService (no hosts) cannot have tls routes: delegation supports http routes only");
+            }
+            if !self.tcp.is_empty() {
+                v.error_at("tcp", "a delegate VirtualService (no hosts) cannot have tcp routes: delegation supports http routes only");
+            }
+        }
+        let applies_to_mesh = self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh");
+        let mut all_valid = true;
+        v.at("hosts", |v| {
+            for (i, h) in self.hosts.iter().enumerate() {
+                v.at_index(i, |v| {
+                    if let Err(e) = check_host(h) {
+                        if !is_ip(h) {
+                            v.error(format!("{e}: expected a service host, a wildcard like *.example.com, or an IP"));
+                            all_valid = false;
+                        }
+                    } else if applies_to_mesh && h == "*" {
+                        v.error("host \"*\" is not allowed for a VirtualService bound to the mesh: list the hosts, or bind it to gateways only");
+                        all_valid = false;
+                    }
+                });
+            }
+            if all_valid {
+                for (j, hj) in self.hosts.iter().enumerate() {
+                    if let Some((i, hi)) = self.hosts[..j]
+                        .iter()
+                        .enumerate()
+                        .find(|(_, hi)| host_matches(hi, hj))
+                    {
+                        v.at_index(j, |v| {
+                            v.error(format!("duplicate host {hj:?}: overlaps hosts[{i}] {hi:?}"))
+                        });
+                    }
+                }
+            }
+        });
+        validate_gateway_names(v, "gateways", &self.gateways);
+        if self.http.is_empty() && self.tls.is_empty() && self.tcp.is_empty() {
+            v.error("a VirtualService needs at least one of http, tls or tcp routes");
+        }
+        v.each("http", &self.http, |v, r| {
+            validate_http_route(v, r, delegate)
+        });
+        v.each("tls", &self.tls, |v, r| {
+            validate_tls_route(v, r, &self.hosts)
+        });
+        v.each("tcp", &self.tcp, validate_tcp_route);
+        validate_export_to(v, &self.export_to, false, false);
+        warn_unreachable_http(v, &self.http);
+        v.at("tcp", |v| {
+            if let Some(first) = self.tcp.iter().position(|r| r.matches.is_empty()) {
+                for j in first + 1..self.tcp.len() {
+                    v.at_index(j, |v| {
+                        v.warn(format!("tcp route is unreachable: tcp[{first}] has no match and takes all connections"))
+                    });
+                }
+            }
+        });
+    }
 }
+
+/// Istio warns about rules that can never match.
+fn warn_unreachable_http(v: &mut Validator, routes: &[HTTPRoute]) {
+    v.at("http", |v| {
+        let mut catch_all: Option<usize> = None;
+        let mut seen: Vec<(usize, usize, HTTPMatchRequest)> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(first) = catch_all {
+                v.at_index(i, |v| {
+                    v.warn(format!("http route is unreachable: http[{first}] matches every request; only the last rule should have no match"))
+                });
+                continue;
+            }
+            for (k, m) in r.matches.iter().enumerate() {
+                let key = HTTPMatchRequest {
+                    name: None,
+                    ..m.clone()
+                };
+                if let Some((pi, pk, _)) = seen.iter().find(|(_, _, s)| *s == key) {
+                    v.at_index(i, |v| {
+                        v.at("match", |v| {
+                            v.at_index(k, |v| {
+                                v.warn(format!("match is unreachable: duplicates http[{pi}].match[{pk}]"))
+                            })
+                        })
+                    });
+                } else {
+                    seen.push((i, k, key));
+                }
+            }
+            if r.matches_everything() {
+                catch_all = Some(i);
+            }
+        }
+    });
+}
+
+fn validate_header_operations(v: &mut Validator, ops: &HeaderOperations, request: bool) {
+    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+        v.at(field, |v| {
+            for name in map.keys() {
+                if let Err(e) = check_header_operation_name(name, request) {
+                    v.at_key(name, |v| v.error(e));
+                }
+            }
+        });
+    }
+    v.each("remove", &ops.remove, |v, name| {
+        if let Err(e) = check_header_operation_name(name, false) {
+            v.error(e);
+        }
+    });
+}
+
+impl Validate for Headers {
+    fn validate(&self, v: &mut Validator) {
+        if let Some(r) = &self.request {
+            v.at("request", |v| validate_header_operations(v, r, true));
+        }
+        if let Some(r) = &self.response {
+            v.at("response", |v| validate_header_operations(v, r, false));
+        }
+    }
+}
+
+fn validate_http_route(v: &mut Validator, r: &HTTPRoute, in_delegate: bool) {
+    let has_route = !r.route.is_empty();
+    if let Some(d) = &r.delegate {
+        if in_delegate {
+            v.error_at(
+                "delegate",
+                "a delegate VirtualService cannot delegate again: delegation is one level deep",
+            );
+        }
+        for (field, set) in [
+            ("route", has_route),
+            ("redirect", r.redirect.is_some()),
+            ("directResponse", r.direct_response.is_some()),
+        ] {
+            if set {
+                v.error_at(field, format!("an http route with delegate cannot also set {field}: the delegate VirtualService does the routing"));
+            }
+        }
+        v.at("delegate", |v| {
+            match d.name.as_deref() {
+                None | Some("") => v.error_at(
+                    "name",
+                    "delegate name is required: expected the delegate VirtualService's name",
+                ),
+                Some(n) if !is_dns_label(n) => v.error_at(
+                    "name",
+                    format!("invalid delegate name {n:?}: expected a DNS-1123 label"),
+                ),
+                _ => {}
+            }
+            if let Some(ns) = d
+                .namespace
+                .as_deref()
+                .filter(|ns| !ns.is_empty() && !is_dns_label(ns))
+            {
+                v.error_at(
+                    "namespace",
+                    format!("invalid delegate namespace {ns:?}: expected a namespace name"),
+                );
+            }
+        });
+    } else {
+        let actions = oneof(
+            v,
+            &[
+                ("route", has_route),
+                ("redirect", r.redirect.is_some()),
+                ("directResponse", r.direct_response.is_some()),
+            ],
+        );
+        if actions == 0 {
+            v.error("an http route needs one of route, redirect, directResponse or delegate");
+        }
+    }
+    for (action, set) in [
+        ("redirect", r.redirect.is_some()),
+        ("directResponse", r.direct_response.is_some()),
+    ] {
+        if set {
+            if r.fault.is_some() {
+                v.error_at(
+                    "fault",
+                    format!("fault injection cannot be combined with {action}"),
+                );
+            }
+            if r.rewrite.is_some() {
+                v.error_at(
+                    "rewrite",
+                    format!("rewrite cannot be combined with {action}"),
+                );
+            }
+        }
+    }
+    if r.mirror.is_some() && !r.mirrors.is_empty() {
+        v.error_at(
+            "mirrors",
+            "only one of mirror or mirrors may be set: move mirror into mirrors",
+        );
+    }
+    v.each("match", &r.matches, validate_http_match);
+    if let Some(h) = &r.headers {
+        v.nested("headers", h);
+    }
+    if let Some(c) = &r.cors_policy {
+        v.nested("corsPolicy", c);
+    }
+    if let Some(f) = &r.fault {
+        v.nested("fault", f);
+    }
+    if let Some(p) = r.mirror_percent {
+        if p > 100 {
+            v.error_at(
+                "mirrorPercent",
+                format!("mirrorPercent is {p}: expected 0-100"),
+            );
+        }
+        warn_at(
+            v,
+            "mirrorPercent",
+            "mirrorPercent is deprecated: use mirrorPercentage",
+        );
+    }
+    if let Some(p) = &r.mirror_percentage {
+        v.nested("mirrorPercentage", p);
+    }
+    if let Some(m) = &r.mirror {
+        v.nested("mirror", m);
+    }
+    v.each("mirrors", &r.mirrors, |v, m| {
+        match &m.destination {
+            None => v.error_at("destination", "mirror destination is required"),
+            Some(d) => v.nested("destination", d),
+        }
+        if let Some(p) = &m.percentage {
+            v.nested("percentage", p);
+        }
+    });
+    if let Some(rd) = &r.redirect {
+        v.nested("redirect", rd);
+    }
+    if let Some(d) = &r.direct_response {
+        v.nested("directResponse", d);
+    }
+    if let Some(rt) = &r.retries {
+        v.nested("retries", rt);
+    }
+    if let Some(rw) = &r.rewrite {
+        v.nested("rewrite", rw);
+        let authority_header = r
+            .headers
+            .as_ref()
+            .and_then(|h| h.request.as_ref())
+            .is_some_and(|ops| {
+                ops.set
+                    .keys()
+                    .chain(ops.add.keys())
+                    .any(|k| is_authority_header(k))
+            });
+        if is_set(&rw.authority) && authority_header {
+            v.error_at("rewrite.authority", "the authority is set twice: rewrite.authority and a host/:authority header operation; keep one");
+        }
+    }
+    duration_ms(v, "timeout", &r.timeout);
+    let mut total: i64 = 0;
+    v.each("route", &r.route, |v, d| {
+        match &d.destination {
+            None => v.error_at("destination", "destination is required"),
+            Some(dest) => v.nested("destination", dest),
+        }
+        if let Some(w) = d.weight {
+            if w < 0 {
+                v.error_at(
+                    "weight",
+                    format!("weight {w} is negative: expected a relative weight >= 0"),
+                );
+            }
+            total += i64::from(w);
+        }
+        if let Some(h) = &d.headers {
+            v.nested("headers", h);
+        }
+    });
+    if r.route.len() > 1 && total == 0 {
+        v.error_at(
+            "route",
+            "all destination weights are 0: at least one destination needs a positive weight",
+        );
+    }
+}
+
+fn validate_http_match(v: &mut Validator, m: &HTTPMatchRequest) {
+    if let Some(uri) = &m.uri {
+        v.at("uri", |v| uri.check(v, true));
+    }
+    for (field, sm) in [
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            v.nested(field, sm);
+        }
+    }
+    for (field, map) in [
+        ("headers", &m.headers),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        v.at(field, |v| {
+            for (name, sm) in map {
+                v.at_key(name, |v| {
+                    if let Some(claim) = name.strip_prefix("@request.auth.claims.") {
+                        if claim.is_empty() {
+                            v.error("JWT claim header match needs a claim name: expected @request.auth.claims.<name>");
+                        }
+                    } else if let Err(e) = check_header_name(name) {
+                        v.error(e);
+                    } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        v.warn(format!("header name {name:?} has upper case: Istio expects lowercase header names, e.g. {:?}", name.to_ascii_lowercase()));
+                    }
+                    // In withoutHeaders, regex "*" means "header absent", not a regex.
+                    if field == "withoutHeaders" && sm.regex.as_deref() == Some("*") {
+                        return;
+                    }
+                    sm.check(v, false);
+                });
+            }
+        });
+    }
+    v.at("queryParams", |v| {
+        for (name, sm) in &m.query_params {
+            v.at_key(name, |v| sm.check(v, false));
+        }
+    });
+    optional_port(v, "port", m.port.filter(|p| *p != 0));
+    v.labels("sourceLabels", &m.source_labels);
+    validate_gateway_names(v, "gateways", &m.gateways);
+    validate_source_namespace(v, &m.source_namespace);
+}
+
+impl Validate for CorsPolicy {
+    fn validate(&self, v: &mut Validator) {
+        if !self.allow_origin.is_empty() {
+            warn_at(
+                v,
+                "allowOrigin",
+                "allowOrigin is deprecated: use allowOrigins with exact, prefix or regex",
+            );
+        }
+        v.each("allowOrigins", &self.allow_origins, |v, o| {
+            if !o.is_set()
+                || [&o.exact, &o.prefix, &o.regex]
+                    .iter()
+                    .any(|s| s.as_deref() == Some(""))
+            {
+                v.error("an allowOrigins entry needs a non-empty exact, prefix or regex");
+            }
+            o.check(v, true);
+        });
+        v.each("allowMethods", &self.allow_methods, |v, m| {
+            if !CORS_METHODS.contains(&m.as_str()) {
+                v.error(format!(
+                    "unsupported CORS method {m:?}: expected one of {}",
+                    CORS_METHODS.join(", ")
+                ));
+            }
+        });
+        for (field, list) in [
+            ("allowHeaders", &self.allow_headers),
+            ("exposeHeaders", &self.expose_headers),
+        ] {
+            v.each(field, list, |v, h| {
+                if let Err(e) = check_header_name(h) {
+                    v.error(e);
+                }
+            });
+        }
+        duration_ms(v, "maxAge", &self.max_age);
+        if let Some(d) = &self.max_age {
+            if d.as_std().subsec_nanos() != 0 && d.as_std() >= StdDuration::from_millis(1) {
+                v.error_at(
+                    "maxAge",
+                    format!(
+                        "maxAge {d} has a fraction of a second: CORS max age is in whole seconds"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Validate for HTTPFaultInjection {
+    fn validate(&self, v: &mut Validator) {
+        if self.delay.is_none() && self.abort.is_none() {
+            v.error("fault injection needs a delay and/or an abort");
+        }
+        if let Some(d) = &self.delay {
+            v.nested("delay", d);
+        }
+        if let Some(a) = &self.abort {
+            v.nested("abort", a);
+        }
+    }
+}
+
+impl Validate for Delay {
+    fn validate(&self, v: &mut Validator) {
+        let kinds = oneof(
+            v,
+            &[
+                ("fixedDelay", self.fixed_delay.is_some()),
+                ("exponentialDelay", self.exponential_delay.is_some()),
+            ],
+        );
+        if kinds == 0 {
+            v.error("delay needs fixedDelay, e.g. fixedDelay: 5s");
+        }
+        duration_ms(v, "fixedDelay", &self.fixed_delay);
+        if self.exponential_delay.is_some() {
+            v.error_at(
+                "exponentialDelay",
+                "exponentialDelay is not supported: use fixedDelay",
+            );
+        }
+        if let Some(p) = &self.percentage {
+            v.nested("percentage", p);
+        }
+        if self.percent.is_some() {
+            percent_i32(v, "percent", self.percent);
+            warn_at(v, "percent", "percent is deprecated: use percentage.value");
+        }
+    }
+}
+
+impl Validate for Abort {
+    fn validate(&self, v: &mut Validator) {
+        let kinds = oneof(
+            v,
+            &[
+                ("httpStatus", self.http_status.is_some()),
+                ("grpcStatus", self.grpc_status.is_some()),
+                ("http2Error", self.http2_error.is_some()),
+            ],
+        );
+        if kinds == 0 {
+            v.warn("abort has no error type: expected httpStatus or grpcStatus");
+        }
+        if let Some(s) = self.http_status {
+            if !(200..=599).contains(&s) {
+                v.error_at(
+                    "httpStatus",
+                    format!("HTTP status {s} is out of range: expected 200-599"),
+                );
+            }
+        }
+        if let Some(s) = &self.grpc_status {
+            if !GRPC_STATUSES.contains(&s.as_str()) {
+                v.error_at(
+                    "grpcStatus",
+                    format!(
+                        "unknown gRPC status {s:?}: expected one of {}",
+                        GRPC_STATUSES.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.http2_error.is_some() {
+            v.error_at(
+                "http2Error",
+                "http2Error aborts are not supported: use httpStatus or grpcStatus",
+            );
+        }
+        if let Some(p) = &self.percentage {
+            v.nested("percentage", p);
+        }
+    }
+}
+
+impl Validate for HTTPRedirect {
+    fn validate(&self, v: &mut Validator) {
+        oneof(
+            v,
+            &[
+                ("port", self.port.is_some()),
+                ("derivePort", self.derive_port.is_some()),
+            ],
+        );
+        if !is_set(&self.uri)
+            && !is_set(&self.authority)
+            && !is_set(&self.scheme)
+            && self.port.is_none()
+            && self.derive_port.is_none()
+        {
+            v.error("redirect must change something: expected uri, authority, scheme, port or derivePort");
+        }
+        if let Some(code) = self.redirect_code.filter(|c| *c != 0) {
+            if !(300..=399).contains(&code) {
+                v.error_at("redirectCode", format!("redirect code {code} is not a redirect: expected one of 301, 302, 303, 307, 308"));
+            } else if !Self::SUPPORTED_CODES.contains(&code) {
+                v.error_at("redirectCode", format!("redirect code {code} is not supported by Envoy: expected one of 301, 302, 303, 307, 308"));
+            }
+        }
+        if let Some(s) = self.scheme.as_deref().filter(|s| !s.is_empty()) {
+            if s != "http" && s != "https" {
+                v.error_at(
+                    "scheme",
+                    format!("invalid redirect scheme {s:?}: expected \"http\" or \"https\""),
+                );
+            }
+        }
+        optional_port(v, "port", self.port);
+    }
+}
+
+impl Validate for HTTPDirectResponse {
+    fn validate(&self, v: &mut Validator) {
+        if !(200..=599).contains(&self.status) {
+            v.error_at(
+                "status",
+                format!(
+                    "HTTP status {} is out of range: expected 200-599",
+                    self.status
+                ),
+            );
+        }
+        let Some(body) = &self.body else { return };
+        v.at("body", |v| {
+            oneof(v, &[("string", body.string.is_some()), ("bytes", body.bytes.is_some())]);
+            let size = match (&body.string, &body.bytes) {
+                (Some(s), _) => s.len(),
+                (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                    Ok(bytes) => bytes.len(),
+                    Err(e) => {
+                        v.error_at("bytes", format!("bytes is not valid base64: {e}"));
+                        0
+                    }
+                },
+                (None, None) => 0,
+            };
+            if size > 1024 * 1024 {
+                v.error(format!("direct response body is {size} bytes: expected less than 1MB"));
+            } else if size > 100 * 1024 {
+                v.warn(format!("direct response body is {size} bytes: large bodies slow down config distribution"));
+            }
+        });
+    }
+}
+
+impl Validate for HTTPRetry {
+    fn validate(&self, v: &mut Validator) {
+        let attempts = self.attempts();
+        if attempts < 0 {
+            v.error_at(
+                "attempts",
+                format!("attempts is {attempts}: expected a value >= 0"),
+            );
+        }
+        if attempts == 0
+            && (self.per_try_timeout.is_some()
+                || is_set(&self.retry_on)
+                || self.retry_remote_localities.is_some())
+        {
+            v.error_at("attempts", "retry settings are configured but attempts is 0 (retries disabled): set attempts > 0");
+        }
+        duration_ms(v, "perTryTimeout", &self.per_try_timeout);
+        duration_ms(v, "backoff", &self.backoff);
+        if let Some(on) = self.retry_on.as_deref().filter(|s| !s.is_empty()) {
+            for policy in on.split(',') {
+                let status = policy
+                    .parse::<u16>()
+                    .is_ok_and(|c| (100..=599).contains(&c));
+                if !status && !RETRY_ON.contains(&policy) {
+                    v.error_at(
+                        "retryOn",
+                        format!(
+                            "{policy:?} is not a retry condition: expected HTTP status codes or {}",
+                            RETRY_ON.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Validate for HTTPRewrite {
+    fn validate(&self, v: &mut Validator) {
+        oneof(
+            v,
+            &[
+                ("uri", self.uri.is_some()),
+                ("uriRegexRewrite", self.uri_regex_rewrite.is_some()),
+            ],
+        );
+        if !is_set(&self.uri) && self.uri_regex_rewrite.is_none() && !is_set(&self.authority) {
+            v.error("rewrite must change something: expected uri, uriRegexRewrite or authority");
+        }
+        if let Some(rr) = &self.uri_regex_rewrite {
+            v.at("uriRegexRewrite", |v| {
+                if !is_set(&rr.pattern) {
+                    v.error_at(
+                        "match",
+                        "uriRegexRewrite needs both match and rewrite: match is missing",
+                    );
+                }
+                if rr.rewrite.is_none() {
+                    v.error_at(
+                        "rewrite",
+                        "uriRegexRewrite needs both match and rewrite: rewrite is missing",
+                    );
+                }
+                if let Some(p) = rr.pattern.as_deref().filter(|p| !p.is_empty()) {
+                    v.regex("match", p);
+                }
+            });
+        }
+    }
+}
+
+fn validate_route_destinations(v: &mut Validator, route: &[RouteDestination]) {
+    let mut total: i64 = 0;
+    v.each("route", route, |v, d| {
+        match &d.destination {
+            None => v.error_at("destination", "destination is required"),
+            Some(dest) => v.nested("destination", dest),
+        }
+        if let Some(w) = d.weight {
+            if w < 0 {
+                v.error_at(
+                    "weight",
+                    format!("weight {w} is negative: expected a relative weight >= 0"),
+                );
+            }
+            total += i64::from(w);
+        }
+    });
+    if route.len() > 1 && total == 0 {
+        v.error_at(
+            "route",
+            "all destination weights are 0: at least one destination needs a positive weight",
+        );
+    }
+}
+
+fn validate_subnets(v: &mut Validator, field: &str, subnets: &[String]) {
+    v.each(field, subnets, |v, s| {
+        if let Err(e) = check_ip_or_cidr(s) {
+            v.error(e);
+        }
+    });
+}
+
+fn validate_tls_route(v: &mut Validator, r: &TLSRoute, vs_hosts: &[String]) {
+    if r.matches.is_empty() {
+        v.error_at(
+            "match",
+            "a tls route needs at least one match with sniHosts",
+        );
+    }
+    v.each("match", &r.matches, |v, m| {
+        if m.sni_hosts.is_empty() {
+            v.error_at("sniHosts", "a tls match needs at least one SNI host");
+        }
+        v.each("sniHosts", &m.sni_hosts, |v, sni| {
+            if check_host(sni).is_err() && is_ip(sni) {
+                v.warn(format!("SNI host {sni:?} is an IP address: SNI carries names and most clients never send IPs"));
+                return;
+            }
+            if let Err(e) = check_host(sni) {
+                v.error(e);
+                return;
+            }
+            if !vs_hosts.iter().any(|h| host_subset_of(sni, h)) {
+                v.error(format!(
+                    "SNI host {sni:?} is not within the VirtualService's hosts [{}]: expected one of them or a name they cover",
+                    vs_hosts.join(", ")
+                ));
+            }
+        });
+        validate_subnets(v, "destinationSubnets", &m.destination_subnets);
+        optional_port(v, "port", m.port.filter(|p| *p != 0));
+        v.labels("sourceLabels", &m.source_labels);
+        validate_gateway_names(v, "gateways", &m.gateways);
+        validate_source_namespace(v, &m.source_namespace);
+    });
+    if r.route.is_empty() {
+        v.error_at("route", "a tls route needs at least one destination");
+    }
+    validate_route_destinations(v, &r.route);
+}
+
+fn validate_tcp_route(v: &mut Validator, r: &TCPRoute) {
+    v.each("match", &r.matches, |v, m| {
+        validate_subnets(v, "destinationSubnets", &m.destination_subnets);
+        if let Some(s) = m.source_subnet.as_deref().filter(|s| !s.is_empty()) {
+            if let Err(e) = check_ip_or_cidr(s) {
+                v.error_at("sourceSubnet", e);
+            }
+        }
+        optional_port(v, "port", m.port.filter(|p| *p != 0));
+        v.labels("sourceLabels", &m.source_labels);
+        validate_gateway_names(v, "gateways", &m.gateways);
+        validate_source_namespace(v, &m.source_namespace);
+    });
+    if r.route.is_empty() {
+        v.error_at("route", "a tcp route needs at least one destination");
+    }
+    validate_route_destinations(v, &r.route);
+}
+
+// =============================================================================================
+// DestinationRule
+// =============================================================================================
+
+/// DestinationRule spec: policies (load balancing, pools, outlier detection, TLS) for a host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DestinationRule {}
+pub struct DestinationRule {
+    /// Service host the rule applies to (wildcards allowed). Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Policies for all traffic to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<TrafficPolicy>,
+    /// Named subsets (versions) of the host's endpoints.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub subsets: Vec<Subset>,
+    /// Namespaces that can see this rule (all when empty).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub export_to: Vec<String>,
+    /// Restrict the rule to these client workloads (in its namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+}
+
+impl DestinationRule {
+    /// The subset with this name.
+    pub fn subset(&self, name: &str) -> Option<&Subset> {
+        self.subsets.iter().find(|s| s.name == name)
+    }
+}
+
+/// Traffic policies for a host, a subset or (without portLevelSettings) a port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficPolicy {
+    /// Load-balancing algorithm; LEAST_REQUEST when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection pool limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Ejection of failing endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// TLS to the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTLSSettings>,
+    /// Overrides per destination port.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// Tunnel TCP over CONNECT/POST to this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelSettings>,
+    /// Send the PROXY protocol header upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Limit on concurrent retries relative to active requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Traffic policy overrides for one destination port.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortTrafficPolicy {
+    /// The port. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+    /// Load-balancing algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection pool limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Ejection of failing endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// TLS to the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTLSSettings>,
+}
+
+/// TCP tunneling (HTTP CONNECT or POST) through this host to a target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunnelSettings {
+    /// `CONNECT` (default) or `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Host (FQDN or IP) to tunnel to. Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_host: String,
+    /// Port to tunnel to. Required.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub target_port: u32,
+}
+
+/// Upstream PROXY protocol settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocol {
+    /// Version; V1 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<ProxyProtocolVersion>,
+}
+
+/// A retry budget: concurrent retries as a share of active requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Allowed concurrent retries, percent of active plus pending requests (Envoy: 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Retries always allowed (Envoy: 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retry_concurrency: Option<u32>,
+    /// Window of requests counted for the budget (0: only active ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_interval: Option<Duration>,
+}
+
+/// A named subset of a host's endpoints, selected by labels.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subset {
+    /// Subset name, referenced by routes. Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Endpoint labels selecting the subset.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
+    /// Policies overriding the host-level ones for this subset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+/// Load balancing; `simple` and `consistentHash` form a oneof.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerSettings {
+    /// A simple algorithm (see [`LoadBalancerSettings::simple_or_default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simple: Option<SimpleLB>,
+    /// Consistent hashing (session affinity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHashLB>,
+    /// Locality-aware load balancing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<LocalityLoadBalancerSetting>,
+    /// Deprecated: use `warmup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_duration_secs: Option<Duration>,
+    /// Slow start for new endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupConfiguration>,
+}
+
+impl LoadBalancerSettings {
+    /// The simple algorithm in effect: as written, LEAST_REQUEST when unset or UNSPECIFIED
+    /// (and LEAST_CONN, its deprecated alias). Not used when `consistentHash` is set.
+    pub fn simple_or_default(&self) -> SimpleLB {
+        match self.simple {
+            None | Some(SimpleLB::Unspecified) | Some(SimpleLB::LeastConn) => {
+                SimpleLB::ISTIO_DEFAULT
+            }
+            Some(s) => s,
+        }
+    }
+}
+
+/// Consistent hashing: a oneof hash key and a oneof hash algorithm.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsistentHashLB {
+    /// Hash this request header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_header_name: Option<String>,
+    /// Hash this cookie (generated when absent and a ttl is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_cookie: Option<HTTPCookie>,
+    /// Hash the source IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_source_ip: Option<bool>,
+    /// Hash this query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_query_parameter_name: Option<String>,
+    /// Ring hash algorithm (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_hash: Option<RingHash>,
+    /// Maglev algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev: Option<MagLev>,
+    /// Deprecated: use `ringHash.minimumRingSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// The cookie hashed for session affinity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPCookie {
+    /// Cookie name. Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Cookie path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Lifetime of a generated cookie (0: session cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    /// Extra attributes of a generated cookie.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub attributes: Vec<CookieAttribute>,
+}
+
+/// An attribute of a generated cookie (`SameSite=Strict`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CookieAttribute {
+    /// Attribute name. Required.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Attribute value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Ring hash settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RingHash {
+    /// Minimum ring size (Envoy: 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// Maglev settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MagLev {
+    /// Lookup table size, a prime (Envoy: 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u64>,
+}
+
+/// Slow start of new endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupConfiguration {
+    /// Warmup window. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// Starting share of traffic, percent (Envoy: 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    /// Speed of the ramp (1.0: linear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
+}
+
+/// Connection pool limits for TCP and HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPoolSettings {
+    /// TCP (and HTTP) connection settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TCPSettings>,
+    /// HTTP settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HTTPSettings>,
+}
+
+/// TCP connection pool settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TCPSettings {
+    /// Maximum connections to the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i32>,
+    /// Connect timeout; 10s when unset (see [`TCPSettings::connect_timeout_or_default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// TCP keepalive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Maximum lifetime of a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_duration: Option<Duration>,
+    /// Idle timeout (Envoy: 1h; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+}
+
+impl TCPSettings {
+    /// Istio's default connect timeout (MeshConfig `connectTimeout`).
+    pub const DEFAULT_CONNECT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+    /// The connect timeout in effect: as written, 10s when unset.
+    pub fn connect_timeout_or_default(&self) -> StdDuration {
+        self.connect_timeout
+            .as_ref()
+            .map_or(Self::DEFAULT_CONNECT_TIMEOUT, Duration::as_std)
+    }
+}
+
+/// TCP keepalive settings (OS defaults when unset).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    /// Idle time before probing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Duration>,
+    /// Interval between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+}
+
+/// HTTP connection pool settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPSettings {
+    /// Maximum queued requests waiting for a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1_max_pending_requests: Option<i32>,
+    /// Maximum active requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_requests: Option<i32>,
+    /// Maximum requests per connection (1 disables keep-alive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<i32>,
+    /// Maximum outstanding retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i32>,
+    /// Idle timeout of pooled connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// HTTP/2 upgrade policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+    /// Keep the client's HTTP version upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_client_protocol: Option<bool>,
+    /// Maximum concurrent streams per HTTP/2 connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<i32>,
+}
+
+/// Ejection of endpoints that keep failing (circuit breaking).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Count locally originated failures separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_external_local_origin_errors: Option<bool>,
+    /// Local-origin failures before ejection (needs splitExternalLocalOriginErrors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// 502/503/504s before ejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// 5xx responses before ejection; 5 when unset, 0 disables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// Ejection sweep interval; 10s when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Minimum ejection time; 30s when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Duration>,
+    /// Maximum share of endpoints ejected; 10 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<i32>,
+    /// Disable ejection below this share of healthy endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_health_percent: Option<i32>,
+    /// Deprecated: use consecutiveGatewayErrors or consecutive5xxErrors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_errors: Option<i32>,
+}
+
+impl OutlierDetection {
+    /// 5xx errors before ejection: as written (0 disables), Envoy's 5 when unset.
+    pub fn consecutive_5xx_errors_or_default(&self) -> u32 {
+        self.consecutive_5xx_errors.unwrap_or(5)
+    }
+
+    /// Sweep interval: as written, 10s when unset.
+    pub fn interval_or_default(&self) -> StdDuration {
+        self.interval
+            .as_ref()
+            .map_or(StdDuration::from_secs(10), Duration::as_std)
+    }
+
+    /// Base ejection time: as written, 30s when unset.
+    pub fn base_ejection_time_or_default(&self) -> StdDuration {
+        self.base_ejection_time
+            .as_ref()
+            .map_or(StdDuration::from_secs(30), Duration::as_std)
+    }
+
+    /// Maximum ejection percentage: as written, 10 when unset or 0.
+    pub fn max_ejection_percent_or_default(&self) -> u32 {
+        match self.max_ejection_percent {
+            Some(p) if p > 0 => p.unsigned_abs(),
+            _ => 10,
+        }
+    }
+}
+
+/// TLS from the proxy to the upstream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientTLSSettings {
+    /// TLS mode; DISABLE when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ClientTLSMode>,
+    /// Client certificate file (MUTUAL without credentialName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// Private key file (MUTUAL without credentialName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// CA bundle file for verifying the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// Secret holding the client certificate, key and CA (gateways only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// Accepted subject alternative names of the server certificate.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub subject_alt_names: Vec<String>,
+    /// SNI to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Skip verifying the server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+    /// Certificate revocation list file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
+}
+
+impl ClientTLSSettings {
+    /// The TLS mode in effect: DISABLE when unset.
+    pub fn mode(&self) -> ClientTLSMode {
+        self.mode.unwrap_or_default()
+    }
+}
+
+/// Locality-aware load balancing: weighted distribution or failover.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityLoadBalancerSetting {
+    /// Traffic shares per source locality (exclusive with failover).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub distribute: Vec<LocalityDistribute>,
+    /// Region failover order (exclusive with distribute).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub failover: Vec<LocalityFailover>,
+    /// Labels ordering endpoints by priority.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub failover_priority: Vec<String>,
+    /// Enable or disable locality load balancing (mesh setting when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Traffic from one locality, split across localities by weight (summing to 100).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityDistribute {
+    /// Source locality `region/zone/subzone` (trailing `*` allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Destination localities and their weights.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub to: BTreeMap<String, u32>,
+}
+
+/// Failover from one region to another.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityFailover {
+    /// Source region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Region to fail over to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
 impl Validate for DestinationRule {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if self.host.is_empty() {
+            v.error_at("host", "host is required: expected a service host such as reviews.prod.svc.cluster.local or *.example.com");
+        } else if let Err(e) = check_host(&self.host) {
+            v.error_at("host", e);
+        }
+        if let Some(ws) = &self.workload_selector {
+            v.nested("workloadSelector", ws);
+        }
+        if let Some(tp) = &self.traffic_policy {
+            v.at("trafficPolicy", |v| validate_traffic_policy(v, tp));
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        v.at("subsets", |v| {
+            for (i, s) in self.subsets.iter().enumerate() {
+                v.at_index(i, |v| {
+                    if s.name.is_empty() {
+                        v.error_at("name", "subset name is required: expected a DNS-1123 label such as v1");
+                    } else if !is_dns_label(&s.name) {
+                        v.error_at("name", format!("invalid subset name {:?}: expected a DNS-1123 label such as v1", s.name));
+                    } else if let Some(first) = names.get(s.name.as_str()) {
+                        warn_at(v, "name", format!("duplicate subset name {:?} (also subsets[{first}]): routes will use the first", s.name));
+                    } else {
+                        names.insert(&s.name, i);
+                    }
+                    v.labels("labels", &s.labels);
+                    if let Some(tp) = &s.traffic_policy {
+                        v.at("trafficPolicy", |v| validate_traffic_policy(v, tp));
+                    }
+                });
+            }
+        });
+        validate_export_to(v, &self.export_to, false, self.workload_selector.is_some());
+    }
 }
+
+fn validate_traffic_policy(v: &mut Validator, tp: &TrafficPolicy) {
+    if *tp == TrafficPolicy::default() {
+        v.error("trafficPolicy must set at least one field: loadBalancer, connectionPool, outlierDetection, tls, portLevelSettings, tunnel, proxyProtocol or retryBudget");
+        return;
+    }
+    if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
+        v.error_at(
+            "proxyProtocol",
+            "tunnel and proxyProtocol cannot both be set",
+        );
+    }
+    validate_policy_parts(
+        v,
+        &tp.load_balancer,
+        &tp.connection_pool,
+        &tp.outlier_detection,
+        &tp.tls,
+    );
+    if let Some(t) = &tp.tunnel {
+        v.nested("tunnel", t);
+    }
+    if let Some(rb) = &tp.retry_budget {
+        v.nested("retryBudget", rb);
+    }
+    let mut ports: HashMap<u32, usize> = HashMap::new();
+    v.at("portLevelSettings", |v| {
+        for (i, p) in tp.port_level_settings.iter().enumerate() {
+            v.at_index(i, |v| {
+                match &p.port {
+                    None => v.error_at("port", "port is required: expected port.number"),
+                    Some(sel) => {
+                        v.port("port.number", sel.number);
+                        if let Some(first) = ports.get(&sel.number) {
+                            warn_at(v, "port.number", format!("duplicate port {} (also portLevelSettings[{first}]): only one applies", sel.number));
+                        } else {
+                            ports.insert(sel.number, i);
+                        }
+                    }
+                }
+                if p.load_balancer.is_none() && p.connection_pool.is_none() && p.outlier_detection.is_none() && p.tls.is_none() {
+                    v.error("a port traffic policy must set at least one of loadBalancer, connectionPool, outlierDetection or tls");
+                } else {
+                    validate_policy_parts(v, &p.load_balancer, &p.connection_pool, &p.outlier_detection, &p.tls);
+                }
+            });
+        }
+    });
+}
+
+fn validate_policy_parts(
+    v: &mut Validator,
+    lb: &Option<LoadBalancerSettings>,
+    pool: &Option<ConnectionPoolSettings>,
+    outlier: &Option<OutlierDetection>,
+    tls: &Option<ClientTLSSettings>,
+) {
+    if let Some(lb) = lb {
+        v.nested("loadBalancer", lb);
+    }
+    if let Some(p) = pool {
+        v.nested("connectionPool", p);
+    }
+    if let Some(o) = outlier {
+        v.nested("outlierDetection", o);
+    }
+    if let Some(t) = tls {
+        v.nested("tls", t);
+    }
+}
+
+impl Validate for TunnelSettings {
+    fn validate(&self, v: &mut Validator) {
+        if let Some(p) = self.protocol.as_deref().filter(|p| !p.is_empty()) {
+            if p != "CONNECT" && p != "POST" {
+                v.error_at(
+                    "protocol",
+                    format!("invalid tunnel protocol {p:?}: expected \"CONNECT\" or \"POST\""),
+                );
+            }
+        }
+        if self.target_host.is_empty() {
+            v.error_at(
+                "targetHost",
+                "targetHost is required: expected a host name or IP",
+            );
+        } else if !is_ip(&self.target_host) {
+            if let Err(e) = check_fqdn(&self.target_host) {
+                v.error_at("targetHost", format!("{e}: expected a host name or IP"));
+            }
+        }
+        v.port("targetPort", self.target_port);
+    }
+}
+
+impl Validate for RetryBudget {
+    fn validate(&self, v: &mut Validator) {
+        if let Some(p) = self.percent {
+            if !(0.0..=100.0).contains(&p) {
+                v.error_at(
+                    "percent",
+                    format!("percent {p} is out of range: expected 0-100"),
+                );
+            }
+        }
+        if let Some(d) = &self.budget_interval {
+            if d.as_std() > StdDuration::ZERO {
+                duration_ms(v, "budgetInterval", &self.budget_interval);
+            }
+        }
+    }
+}
+
+impl Validate for LoadBalancerSettings {
+    fn validate(&self, v: &mut Validator) {
+        oneof(
+            v,
+            &[
+                ("simple", self.simple.is_some()),
+                ("consistentHash", self.consistent_hash.is_some()),
+            ],
+        );
+        if self.simple == Some(SimpleLB::LeastConn) {
+            warn_at(v, "simple", "LEAST_CONN is deprecated: use LEAST_REQUEST");
+        }
+        if let Some(ch) = &self.consistent_hash {
+            v.nested("consistentHash", ch);
+        }
+        if let Some(l) = &self.locality_lb_setting {
+            v.nested("localityLbSetting", l);
+        }
+        if self.warmup_duration_secs.is_some() {
+            if self.warmup.is_some() {
+                v.error_at(
+                    "warmupDurationSecs",
+                    "only one of warmupDurationSecs or warmup may be set: use warmup",
+                );
+            } else {
+                warn_at(
+                    v,
+                    "warmupDurationSecs",
+                    "warmupDurationSecs is deprecated: use warmup.duration",
+                );
+            }
+            duration_ms(v, "warmupDurationSecs", &self.warmup_duration_secs);
+        }
+        if let Some(w) = &self.warmup {
+            v.at("warmup", |v| {
+                match &w.duration {
+                    None => v.error_at(
+                        "duration",
+                        "warmup duration is required, e.g. duration: 60s",
+                    ),
+                    Some(_) => duration_ms(v, "duration", &w.duration),
+                }
+                if let Some(p) = w.minimum_percent.filter(|p| !(0.0..=100.0).contains(p)) {
+                    v.error_at(
+                        "minimumPercent",
+                        format!("minimumPercent {p} is out of range: expected 0-100"),
+                    );
+                }
+                if let Some(a) = w.aggression.filter(|a| *a < 1.0) {
+                    v.error_at(
+                        "aggression",
+                        format!("aggression {a} is too small: expected >= 1 (1 is linear)"),
+                    );
+                }
+            });
+        }
+        let warming = self.warmup.is_some() || self.warmup_duration_secs.is_some();
+        if warming
+            && (self.consistent_hash.is_some()
+                || matches!(self.simple, Some(SimpleLB::Random | SimpleLB::Passthrough)))
+        {
+            v.warn("warmup only applies to ROUND_ROBIN and LEAST_REQUEST load balancing");
+        }
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2u64;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+impl Validate for ConsistentHashLB {
+    fn validate(&self, v: &mut Validator) {
+        let keys = oneof(
+            v,
+            &[
+                ("httpHeaderName", self.http_header_name.is_some()),
+                ("httpCookie", self.http_cookie.is_some()),
+                ("useSourceIp", self.use_source_ip.is_some()),
+                (
+                    "httpQueryParameterName",
+                    self.http_query_parameter_name.is_some(),
+                ),
+            ],
+        );
+        if keys == 0 {
+            v.warn("consistentHash has no hash key: expected httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName");
+        }
+        oneof(
+            v,
+            &[
+                ("ringHash", self.ring_hash.is_some()),
+                ("maglev", self.maglev.is_some()),
+            ],
+        );
+        if self.minimum_ring_size.is_some_and(|n| n != 0) {
+            if self.ring_hash.is_some() {
+                v.error_at("minimumRingSize", "only one of minimumRingSize or ringHash may be set: use ringHash.minimumRingSize");
+            } else if self.maglev.is_some() {
+                v.error_at(
+                    "minimumRingSize",
+                    "only one of minimumRingSize or maglev may be set",
+                );
+            } else {
+                warn_at(
+                    v,
+                    "minimumRingSize",
+                    "minimumRingSize is deprecated: use ringHash.minimumRingSize",
+                );
+            }
+        }
+        if let Some(name) = self.http_header_name.as_deref() {
+            if let Err(e) = check_header_name(name) {
+                v.error_at("httpHeaderName", e);
+            }
+        }
+        if self.http_query_parameter_name.as_deref() == Some("") {
+            v.error_at(
+                "httpQueryParameterName",
+                "httpQueryParameterName must not be empty",
+            );
+        }
+        if let Some(c) = &self.http_cookie {
+            v.at("httpCookie", |v| {
+                if c.name.is_empty() {
+                    v.error_at("name", "cookie name is required");
+                }
+                if c.ttl.is_none() {
+                    v.error_at(
+                        "ttl",
+                        "cookie ttl is required: expected a duration, 0s for a session cookie",
+                    );
+                }
+                v.each("attributes", &c.attributes, |v, a| {
+                    if a.name.is_empty() {
+                        v.error_at("name", "cookie attribute name is required");
+                    }
+                });
+            });
+        }
+        if let Some(size) = self
+            .maglev
+            .as_ref()
+            .and_then(|m| m.table_size)
+            .filter(|s| *s != 0)
+        {
+            if !is_prime(size) {
+                v.error_at(
+                    "maglev.tableSize",
+                    format!("maglev tableSize {size} is not prime: expected a prime such as 65537"),
+                );
+            }
+        }
+    }
+}
+
+impl Validate for ConnectionPoolSettings {
+    fn validate(&self, v: &mut Validator) {
+        if self.tcp.is_none() && self.http.is_none() {
+            v.error("connectionPool must set tcp and/or http");
+        }
+        if let Some(t) = &self.tcp {
+            v.at("tcp", |v| {
+                non_negative(v, "maxConnections", t.max_connections);
+                duration_ms(v, "connectTimeout", &t.connect_timeout);
+                duration_ms(v, "maxConnectionDuration", &t.max_connection_duration);
+                if let Some(k) = &t.tcp_keepalive {
+                    v.at("tcpKeepalive", |v| {
+                        duration_ms(v, "time", &k.time);
+                        duration_ms(v, "interval", &k.interval);
+                    });
+                }
+            });
+        }
+        if let Some(h) = &self.http {
+            v.at("http", |v| {
+                non_negative(v, "http1MaxPendingRequests", h.http1_max_pending_requests);
+                non_negative(v, "http2MaxRequests", h.http2_max_requests);
+                non_negative(v, "maxRequestsPerConnection", h.max_requests_per_connection);
+                non_negative(v, "maxRetries", h.max_retries);
+                non_negative(v, "maxConcurrentStreams", h.max_concurrent_streams);
+                duration_ms(v, "idleTimeout", &h.idle_timeout);
+                if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+                    && h.use_client_protocol == Some(true)
+                {
+                    v.error_at(
+                        "useClientProtocol",
+                        "useClientProtocol cannot be true when h2UpgradePolicy is UPGRADE",
+                    );
+                }
+            });
+        }
+    }
+}
+
+impl Validate for OutlierDetection {
+    fn validate(&self, v: &mut Validator) {
+        duration_ms(v, "baseEjectionTime", &self.base_ejection_time);
+        duration_ms(v, "interval", &self.interval);
+        if self.consecutive_errors.is_some_and(|n| n != 0) {
+            warn_at(v, "consecutiveErrors", "consecutiveErrors is deprecated: use consecutiveGatewayErrors or consecutive5xxErrors");
+        }
+        if self.split_external_local_origin_errors != Some(true)
+            && self
+                .consecutive_local_origin_failures
+                .is_some_and(|n| n > 0)
+        {
+            v.error_at(
+                "consecutiveLocalOriginFailures",
+                "consecutiveLocalOriginFailures needs splitExternalLocalOriginErrors: true",
+            );
+        }
+        percent_i32(v, "maxEjectionPercent", self.max_ejection_percent);
+        percent_i32(v, "minHealthPercent", self.min_health_percent);
+    }
+}
+
+impl Validate for ClientTLSSettings {
+    fn validate(&self, v: &mut Validator) {
+        let mode = self.mode();
+        let cred = is_set(&self.credential_name);
+        if self.insecure_skip_verify == Some(true) {
+            let conflicting = match mode {
+                ClientTLSMode::Simple => {
+                    is_set(&self.ca_certificates) || cred || !self.subject_alt_names.is_empty()
+                }
+                ClientTLSMode::Mutual => {
+                    is_set(&self.ca_certificates) || !self.subject_alt_names.is_empty()
+                }
+                _ => false,
+            };
+            if conflicting {
+                v.error_at("insecureSkipVerify", "insecureSkipVerify cannot be combined with caCertificates, credentialName (SIMPLE) or subjectAltNames");
+            }
+        }
+        match mode {
+            ClientTLSMode::Simple | ClientTLSMode::Mutual if cred => {
+                for (field, set) in [
+                    ("clientCertificate", is_set(&self.client_certificate)),
+                    ("privateKey", is_set(&self.private_key)),
+                    ("caCertificates", is_set(&self.ca_certificates)),
+                    ("caCrl", is_set(&self.ca_crl)),
+                ] {
+                    if set {
+                        v.error_at(field, format!("{field} cannot be set with credentialName: the secret provides the certificates"));
+                    }
+                }
+            }
+            ClientTLSMode::Mutual => {
+                if !is_set(&self.client_certificate) {
+                    v.error_at("clientCertificate", "MUTUAL TLS requires a client certificate: expected clientCertificate and privateKey, or credentialName");
+                }
+                if !is_set(&self.private_key) {
+                    v.error_at("privateKey", "MUTUAL TLS requires a private key: expected clientCertificate and privateKey, or credentialName");
+                }
+            }
+            ClientTLSMode::IstioMutual => {
+                for (field, set) in [
+                    ("clientCertificate", is_set(&self.client_certificate)),
+                    ("privateKey", is_set(&self.private_key)),
+                    ("caCertificates", is_set(&self.ca_certificates)),
+                    ("credentialName", cred),
+                    ("caCrl", is_set(&self.ca_crl)),
+                ] {
+                    if set {
+                        v.error_at(field, format!("ISTIO_MUTUAL uses Istio's workload certificates: {field} must not be set"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `region/zone/subzone` with an optional single trailing `*`.
+fn check_locality(l: &str) -> Result<(), String> {
+    let stars = l.matches('*').count();
+    if stars > 1 || (stars == 1 && !l.ends_with('*')) {
+        return Err(format!(
+            "locality {l:?}: a wildcard '*' may appear once, at the end"
+        ));
+    }
+    if l.is_empty() || l.split('/').count() > 3 || l.split('/').any(str::is_empty) {
+        return Err(format!(
+            "locality {l:?}: expected region[/zone[/subzone]] without empty parts"
+        ));
+    }
+    Ok(())
+}
+
+impl Validate for LocalityLoadBalancerSetting {
+    fn validate(&self, v: &mut Validator) {
+        if !self.distribute.is_empty() && !self.failover.is_empty() {
+            v.error_at("failover", "distribute and failover cannot both be set");
+            return;
+        }
+        if !self.failover.is_empty() {
+            v.each("failoverPriority", &self.failover_priority, |v, label| {
+                if matches!(
+                    label.as_str(),
+                    "topology.kubernetes.io/region" | "topology.kubernetes.io/zone" | "topology.istio.io/subzone"
+                ) {
+                    v.error(format!("failoverPriority label {label:?} cannot be combined with failover: failover already orders by region"));
+                }
+            });
+        }
+        let mut froms: HashSet<String> = HashSet::new();
+        v.each("distribute", &self.distribute, |v, d| {
+            let from = d.from.as_deref().unwrap_or("");
+            if let Err(e) = check_locality(from) {
+                v.error_at("from", e);
+            } else if !froms.insert(from.to_string()) {
+                v.error_at("from", format!("duplicate locality {from:?}"));
+            }
+            let mut total: u64 = 0;
+            v.at("to", |v| {
+                for (loc, w) in &d.to {
+                    v.at_key(loc, |v| {
+                        if let Err(e) = check_locality(loc) {
+                            v.error(e);
+                        }
+                        if !(1..=100).contains(w) {
+                            v.error(format!(
+                                "locality weight {w} is out of range: expected 1-100"
+                            ));
+                        }
+                    });
+                    total += u64::from(*w);
+                }
+            });
+            if total != 100 {
+                v.error_at(
+                    "to",
+                    format!("locality weights sum to {total}: expected 100"),
+                );
+            }
+        });
+        v.each("failover", &self.failover, |v, f| {
+            let from = f.from.as_deref().unwrap_or("");
+            let to = f.to.as_deref().unwrap_or("");
+            if from == to {
+                v.error("failover from and to must be different regions");
+            }
+            if from.contains('/') || to.contains('/') {
+                v.error("failover takes regions only (no '/zone')");
+            }
+            if from.contains('*') || to.contains('*') {
+                v.error("failover regions cannot contain '*'");
+            }
+        });
+    }
+}
+
+// =============================================================================================
+// ServiceEntry
+// =============================================================================================
+
+/// ServiceEntry spec: adds a service (external or mesh-internal) to Istio's registry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServiceEntry {}
+pub struct ServiceEntry {
+    /// Host names of the service (no bare `*`). Required.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hosts: Vec<String>,
+    /// Virtual IPs or CIDRs of the service.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub addresses: Vec<String>,
+    /// Ports of the service.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ports: Vec<ServicePort>,
+    /// In or out of the mesh; MESH_EXTERNAL when unset (see [`ServiceEntry::location`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Endpoint discovery; NONE when unset (see [`ServiceEntry::resolution`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Static endpoints (exclusive with workloadSelector).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub endpoints: Vec<WorkloadEntry>,
+    /// Select pods and WorkloadEntries as endpoints (MESH_INTERNAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadLabelSelector>,
+    /// Namespaces that can see this service (all when empty; `~` for none).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub export_to: Vec<String>,
+    /// Accepted subject alternative names of the service's certificates.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub subject_alt_names: Vec<String>,
+}
+
+impl ServiceEntry {
+    /// The resolution in effect: NONE when unset (the proto default).
+    pub fn resolution(&self) -> Resolution {
+        self.resolution.unwrap_or_default()
+    }
+
+    /// The location in effect: MESH_EXTERNAL when unset (the proto default).
+    pub fn location(&self) -> Location {
+        self.location.unwrap_or_default()
+    }
+}
+
+/// A port of a ServiceEntry: number and name are required.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Port number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub number: u32,
+    /// Protocol (sniffed when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Port name, unique in the entry; endpoints' `ports` refer to it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Port on the endpoints (defaults to `number`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+impl ServicePort {
+    /// The parsed protocol; `None` when unset (sniffed) or unknown.
+    pub fn protocol_kind(&self) -> Option<Protocol> {
+        self.protocol.as_deref().and_then(Protocol::parse)
+    }
+
+    /// The endpoint port in effect: `targetPort`, else `number`.
+    pub fn target_port_or_number(&self) -> u32 {
+        self.target_port.filter(|p| *p != 0).unwrap_or(self.number)
+    }
+}
+
 impl Validate for ServiceEntry {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if self.workload_selector.is_some() && !self.endpoints.is_empty() {
+            v.error_at(
+                "workloadSelector",
+                "only one of workloadSelector or endpoints may be set",
+            );
+        }
+        if self.hosts.is_empty() {
+            v.error_at(
+                "hosts",
+                "a ServiceEntry needs at least one host, e.g. api.example.com",
+            );
+        }
+        v.each("hosts", &self.hosts, |v, h| {
+            if h == "*" {
+                v.error("host \"*\" is not allowed in a ServiceEntry: use a wildcard like *.example.com");
+            } else if let Err(e) = check_host(h) {
+                v.error(e);
+            } else if h.starts_with('*') && !h.starts_with("*.") {
+                v.warn(format!("partial wildcard {h:?} is not supported: expected *.domain"));
+            }
+        });
+        let resolution = self.resolution();
+        let mut cidr = false;
+        v.each("addresses", &self.addresses, |v, a| {
+            cidr |= a.contains('/');
+            if let Err(e) = check_ip_or_cidr(a) {
+                v.error(e);
+            }
+        });
+        if cidr && !matches!(resolution, Resolution::None | Resolution::Static) {
+            v.error_at("addresses", format!("CIDR addresses are only allowed with resolution NONE or STATIC, not {resolution}"));
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut numbers: HashMap<u32, usize> = HashMap::new();
+        v.at("ports", |v| {
+            for (i, p) in self.ports.iter().enumerate() {
+                v.at_index(i, |v| {
+                    v.port("number", p.number);
+                    if let Some(first) = numbers.insert(p.number, i) {
+                        v.error_at(
+                            "number",
+                            format!("duplicate port number {} (also ports[{first}])", p.number),
+                        );
+                    }
+                    if p.name.is_empty() {
+                        v.error_at("name", "port name is required");
+                    } else {
+                        if let Err(e) = check_port_name(&p.name) {
+                            v.error_at("name", e);
+                        }
+                        if let Some(first) = names.insert(&p.name, i) {
+                            v.error_at(
+                                "name",
+                                format!("duplicate port name {:?} (also ports[{first}])", p.name),
+                            );
+                        }
+                    }
+                    if let Some(proto) = p.protocol.as_deref().filter(|p| !p.is_empty()) {
+                        if let Err(e) = check_protocol(proto) {
+                            v.error_at("protocol", e);
+                        }
+                    }
+                    optional_port(v, "targetPort", p.target_port.filter(|p| *p != 0));
+                });
+            }
+        });
+        let port_names: HashSet<&str> = self.ports.iter().map(|p| p.name.as_str()).collect();
+        match resolution {
+            Resolution::None => {
+                if !self.endpoints.is_empty() {
+                    v.error_at("endpoints", "resolution NONE cannot have endpoints: use STATIC or DNS, or remove endpoints");
+                }
+                if self.workload_selector.is_some() {
+                    warn_at(
+                        v,
+                        "workloadSelector",
+                        "workloadSelector has no effect with resolution NONE",
+                    );
+                }
+            }
+            Resolution::Static => {
+                if self.endpoints.is_empty() && self.workload_selector.is_none() {
+                    warn_at(v, "endpoints", "resolution STATIC without endpoints or workloadSelector has no endpoints: traffic will fail");
+                }
+                v.each("endpoints", &self.endpoints, |v, e| {
+                    validate_workload_entry(v, e, Some(&port_names), false)
+                });
+                let unix = self.endpoints.iter().any(|e| {
+                    e.address
+                        .as_deref()
+                        .is_some_and(|a| a.starts_with("unix://"))
+                });
+                if unix && self.ports.len() != 1 {
+                    v.error_at(
+                        "ports",
+                        "unix domain socket endpoints need exactly one service port",
+                    );
+                }
+            }
+            Resolution::Dns | Resolution::DnsRoundRobin => {
+                if self.endpoints.is_empty() {
+                    v.each("hosts", &self.hosts, |v, h| {
+                        if h.contains('*') {
+                            v.error(format!("host {h:?} cannot be resolved by DNS: resolution {resolution} without endpoints needs host names without wildcards"));
+                        }
+                    });
+                }
+                if resolution == Resolution::DnsRoundRobin && self.endpoints.len() > 1 {
+                    v.error_at(
+                        "endpoints",
+                        format!(
+                            "resolution DNS_ROUND_ROBIN allows at most one endpoint, found {}",
+                            self.endpoints.len()
+                        ),
+                    );
+                }
+                v.each("endpoints", &self.endpoints, |v, e| {
+                    validate_workload_entry(v, e, Some(&port_names), true)
+                });
+                let tcp = self
+                    .ports
+                    .iter()
+                    .any(|p| p.protocol_kind().is_some_and(Protocol::is_tcp));
+                if !self.addresses.is_empty() && tcp && self.hosts.len() > 1 {
+                    v.warn("a ServiceEntry with addresses and a TCP port should have one host: TCP cannot tell the hosts apart");
+                }
+            }
+            Resolution::DynamicDns => {
+                if !self.endpoints.is_empty() {
+                    warn_at(
+                        v,
+                        "endpoints",
+                        "endpoints are ignored with resolution DYNAMIC_DNS",
+                    );
+                }
+                if self.location() != Location::MeshExternal {
+                    warn_at(
+                        v,
+                        "location",
+                        "resolution DYNAMIC_DNS is only supported for MESH_EXTERNAL services",
+                    );
+                }
+                if !self.hosts.iter().any(|h| h.starts_with("*.")) {
+                    warn_at(
+                        v,
+                        "hosts",
+                        "resolution DYNAMIC_DNS is meant for wildcard hosts such as *.example.com",
+                    );
+                }
+            }
+        }
+        if resolution != Resolution::None && self.hosts.len() > 1 {
+            let opaque = self
+                .ports
+                .iter()
+                .any(|p| !p.protocol_kind().is_some_and(|k| k.is_http() || k.is_tls()));
+            if opaque {
+                v.warn("several hosts with non-HTTP, non-TLS ports: TCP traffic cannot be told apart by host");
+            }
+        }
+        validate_export_to(v, &self.export_to, true, false);
+    }
 }
+
+// =============================================================================================
+// WorkloadEntry and WorkloadGroup
+// =============================================================================================
+
+/// WorkloadEntry spec: a non-Kubernetes workload (VM, bare metal); also a ServiceEntry endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkloadEntry {}
+pub struct WorkloadEntry {
+    /// IP, host name (DNS resolution) or `unix://` socket; may be empty with `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Port name to port number.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub ports: BTreeMap<String, u32>,
+    /// Labels (selected by services and policies).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
+    /// Network the workload is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Locality `region/zone/subzone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    /// Load-balancing weight; 1 when unset or 0 (see [`WorkloadEntry::weight_or_default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Service account of the workload's sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+impl WorkloadEntry {
+    /// The load-balancing weight in effect: 1 when unset or 0.
+    pub fn weight_or_default(&self) -> u32 {
+        self.weight.filter(|w| *w != 0).unwrap_or(1)
+    }
+}
+
 impl Validate for WorkloadEntry {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        validate_workload_entry(v, self, None, true);
+    }
 }
+
+/// Istio's `validateWorkloadEntry`; `service_ports` are the ServiceEntry's port names.
+fn validate_workload_entry(
+    v: &mut Validator,
+    we: &WorkloadEntry,
+    service_ports: Option<&HashSet<&str>>,
+    allow_fqdn: bool,
+) {
+    let addr = we.address.as_deref().unwrap_or("");
+    if addr.is_empty() {
+        if is_set(&we.network) {
+            warn_at(v, "address", "address is empty with network set: only valid for endpoints reached through a network gateway");
+        } else {
+            v.error_at(
+                "address",
+                "address is required (or network, for endpoints on another network)",
+            );
+        }
+    }
+    if let Some(path) = addr.strip_prefix("unix://") {
+        if let Err(e) = check_unix_address(path) {
+            v.error_at("address", e);
+        }
+        if !we.ports.is_empty() {
+            v.error_at("ports", "a unix domain socket endpoint cannot have ports");
+        }
+    } else if !addr.is_empty() && !is_ip(addr) {
+        if !allow_fqdn {
+            v.error_at("address", format!("endpoint address {addr:?} is not an IP address: resolution STATIC needs IPs (or unix://)"));
+        } else if let Err(e) = check_fqdn(addr) {
+            v.error_at(
+                "address",
+                format!("endpoint address {addr:?} is not an IP or host name: {e}"),
+            );
+        }
+    }
+    validate_endpoint_ports(v, &we.ports, service_ports);
+    v.labels("labels", &we.labels);
+    if let Some(l) = we.locality.as_deref().filter(|l| !l.is_empty()) {
+        if l.split('/').count() > 3 || l.split('/').any(str::is_empty) {
+            v.error_at(
+                "locality",
+                format!("invalid locality {l:?}: expected region/zone/subzone"),
+            );
+        }
+    }
+}
+
+fn validate_endpoint_ports(
+    v: &mut Validator,
+    ports: &BTreeMap<String, u32>,
+    service_ports: Option<&HashSet<&str>>,
+) {
+    v.at("ports", |v| {
+        for (name, port) in ports {
+            v.at_key(name, |v| {
+                if let Err(e) = check_port_name(name) {
+                    v.error(e);
+                }
+                if let Some(sp) = service_ports {
+                    if !sp.contains(name.as_str()) {
+                        v.error(format!(
+                            "endpoint port {name:?} is not a port name of the ServiceEntry"
+                        ));
+                    }
+                }
+                if !(1..=65535).contains(port) {
+                    v.error(format!(
+                        "port number {port} is out of range: expected 1-65535"
+                    ));
+                }
+            });
+        }
+    });
+}
+
+/// WorkloadGroup spec: a template for WorkloadEntries registered by VMs, plus a health probe.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkloadGroup {}
+pub struct WorkloadGroup {
+    /// Labels and annotations copied to generated WorkloadEntries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<WorkloadGroupMetadata>,
+    /// Template of the generated WorkloadEntries (address is filled in). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<WorkloadEntry>,
+    /// Readiness probe run by the VM's proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ReadinessProbe>,
+}
+
+/// Metadata copied to a WorkloadGroup's WorkloadEntries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadGroupMetadata {
+    /// Labels.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Readiness probe; a oneof of httpGet, tcpSocket, exec and grpc.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadinessProbe {
+    /// Seconds before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i32>,
+    /// Probe timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i32>,
+    /// Successes to become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i32>,
+    /// Failures to become unready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+    /// HTTP GET probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HTTPHealthCheckConfig>,
+    /// TCP connect probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TCPHealthCheckConfig>,
+    /// Command probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecHealthCheckConfig>,
+    /// gRPC health probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcHealthCheckConfig>,
+}
+
+/// HTTP GET health check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPHealthCheckConfig {
+    /// Path to request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port. Required.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+    /// Host to connect to (the workload's IP by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `HTTP` or `HTTPS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Request headers.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub http_headers: Vec<HTTPHeader>,
+}
+
+/// A header sent by an HTTP health check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPHeader {
+    /// Header name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Header value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// TCP connect health check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TCPHealthCheckConfig {
+    /// Host to connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port. Required.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+}
+
+/// Command health check (exit status 0 is healthy).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecHealthCheckConfig {
+    /// Command and arguments. Required.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub command: Vec<String>,
+}
+
+/// gRPC health check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcHealthCheckConfig {
+    /// Port. Required.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub port: u32,
+    /// gRPC service name to check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
 impl Validate for WorkloadGroup {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if let Some(m) = &self.metadata {
+            v.labels("metadata.labels", &m.labels);
+        }
+        match &self.template {
+            None => v.error_at("template", "template is required: expected the WorkloadEntry fields (ports, labels, serviceAccount, ...) of the group's workloads"),
+            Some(t) => v.at("template", |v| {
+                let addr = t.address.as_deref().unwrap_or("");
+                if let Some(path) = addr.strip_prefix("unix://") {
+                    if let Err(e) = check_unix_address(path) {
+                        v.error_at("address", e);
+                    }
+                    if !t.ports.is_empty() {
+                        v.error_at("ports", "a unix domain socket endpoint cannot have ports");
+                    }
+                }
+                validate_endpoint_ports(v, &t.ports, None);
+                v.labels("labels", &t.labels);
+            }),
+        }
+        if let Some(p) = &self.probe {
+            v.nested("probe", p);
+        }
+    }
 }
+
+impl Validate for ReadinessProbe {
+    fn validate(&self, v: &mut Validator) {
+        for (field, n) in [
+            ("initialDelaySeconds", self.initial_delay_seconds),
+            ("timeoutSeconds", self.timeout_seconds),
+            ("periodSeconds", self.period_seconds),
+            ("successThreshold", self.success_threshold),
+            ("failureThreshold", self.failure_threshold),
+        ] {
+            non_negative(v, field, n);
+        }
+        let methods = oneof(
+            v,
+            &[
+                ("httpGet", self.http_get.is_some()),
+                ("tcpSocket", self.tcp_socket.is_some()),
+                ("exec", self.exec.is_some()),
+                ("grpc", self.grpc.is_some()),
+            ],
+        );
+        if methods == 0 {
+            v.error("a probe needs one of httpGet, tcpSocket, exec or grpc");
+        }
+        if let Some(h) = &self.http_get {
+            v.at("httpGet", |v| {
+                v.port("port", h.port);
+                if let Some(s) = h.scheme.as_deref().filter(|s| !s.is_empty()) {
+                    if s != "HTTP" && s != "HTTPS" {
+                        v.error_at("scheme", format!("invalid scheme {s:?}: expected \"HTTP\" or \"HTTPS\""));
+                    }
+                }
+                v.each("httpHeaders", &h.http_headers, |v, hd| {
+                    let name = hd.name.as_deref().unwrap_or("");
+                    let ok = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    if !ok {
+                        v.error_at("name", format!("invalid probe header name {name:?}: expected letters, digits, '-' and '_'"));
+                    }
+                });
+            });
+        }
+        if let Some(t) = &self.tcp_socket {
+            v.at("tcpSocket", |v| v.port("port", t.port));
+        }
+        if let Some(e) = &self.exec {
+            v.at("exec", |v| {
+                if e.command.is_empty() {
+                    v.error_at("command", "exec.command is required");
+                }
+                v.each("command", &e.command, |v, c| {
+                    if c.is_empty() {
+                        v.error("command entries must not be empty");
+                    }
+                });
+            });
+        }
+        if let Some(g) = &self.grpc {
+            v.at("grpc", |v| v.port("port", g.port));
+        }
+    }
+}
+
+// =============================================================================================
+// Sidecar
+// =============================================================================================
+
+/// Sidecar spec: narrows what a workload's proxy sees and how it listens.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Sidecar {}
+pub struct Sidecar {
+    /// Workloads this applies to (the whole namespace when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadLabelSelector>,
+    /// Inbound listeners.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ingress: Vec<IstioIngressListener>,
+    /// Outbound listeners and the hosts they can reach.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub egress: Vec<IstioEgressListener>,
+    /// Connection limits for all inbound traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_connection_pool: Option<ConnectionPoolSettings>,
+    /// Handling of destinations not in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+/// An inbound listener of a Sidecar.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioIngressListener {
+    /// Port to listen on. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    /// IP to bind to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// How traffic reaches the listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+    /// Where to forward: `127.0.0.1:PORT`, `0.0.0.0:PORT`, `[::1]:PORT` or `unix://...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
+    /// TLS termination for traffic from outside the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTLSSettings>,
+    /// Connection limits for this port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// An outbound listener of a Sidecar and the hosts it exposes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IstioEgressListener {
+    /// Port (all ports when unset; 0 with a unix socket bind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<SidecarPort>,
+    /// IP or `unix://` socket to bind to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// How traffic reaches the listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<CaptureMode>,
+    /// `namespace/dnsName` hosts reachable through the listener. Required.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub hosts: Vec<String>,
+}
+
+/// A Sidecar listener port (number 0 means a unix socket).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarPort {
+    /// Port number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub number: u32,
+    /// Protocol (sniffed when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Port name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Deprecated; has no effect on Sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<u32>,
+}
+
+impl SidecarPort {
+    /// The parsed protocol; `None` when unset (sniffed) or unknown.
+    pub fn protocol_kind(&self) -> Option<Protocol> {
+        self.protocol.as_deref().and_then(Protocol::parse)
+    }
+}
+
+/// Outbound handling of destinations outside the registry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// REGISTRY_ONLY or ALLOW_ANY; REGISTRY_ONLY when unset here (the mesh setting applies
+    /// when the whole policy is unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundTrafficPolicyMode>,
+    /// Send unknown traffic to this egress proxy (ALLOW_ANY only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<Destination>,
+}
+
+impl OutboundTrafficPolicy {
+    /// The mode in effect for this policy: REGISTRY_ONLY when unset (the proto default).
+    pub fn mode(&self) -> OutboundTrafficPolicyMode {
+        self.mode.unwrap_or_default()
+    }
+}
+
 impl Validate for Sidecar {
-    fn validate(&self, _v: &mut Validator) {}
+    fn validate(&self, v: &mut Validator) {
+        if let Some(ws) = &self.workload_selector {
+            if ws.labels.is_empty() {
+                v.error_at("workloadSelector.labels", "workloadSelector needs labels: remove workloadSelector to apply to the whole namespace");
+            }
+            v.labels("workloadSelector.labels", &ws.labels);
+        }
+        if self.egress.is_empty()
+            && self.ingress.is_empty()
+            && self.outbound_traffic_policy.is_none()
+            && self.inbound_connection_pool.is_none()
+        {
+            v.error("empty Sidecar: expected at least one of egress, ingress, outboundTrafficPolicy or inboundConnectionPool");
+        }
+        let mut ingress_ports: HashMap<u32, usize> = HashMap::new();
+        v.at("ingress", |v| {
+            for (i, l) in self.ingress.iter().enumerate() {
+                v.at_index(i, |v| {
+                    if let Some(p) = &l.port {
+                        if let Some(first) = ingress_ports.insert(p.number, i) {
+                            v.error_at(
+                                "port.number",
+                                format!(
+                                    "duplicate ingress port {} (also ingress[{first}])",
+                                    p.number
+                                ),
+                            );
+                        }
+                    }
+                    validate_ingress_listener(v, l);
+                });
+            }
+        });
+        let mut egress_ports: HashMap<u32, usize> = HashMap::new();
+        let mut egress_sockets: HashSet<&str> = HashSet::new();
+        let mut catch_all: Option<usize> = None;
+        let last = self.egress.len().saturating_sub(1);
+        let ns = v.namespace.clone();
+        v.at("egress", |v| {
+            for (i, l) in self.egress.iter().enumerate() {
+                v.at_index(i, |v| {
+                    let bind = l.bind.as_deref().unwrap_or("");
+                    match &l.port {
+                        None => match catch_all {
+                            Some(first) => v.error(format!(
+                                "only one egress listener may omit port (also egress[{first}])"
+                            )),
+                            None => {
+                                catch_all = Some(i);
+                                if i != last {
+                                    v.error(
+                                        "the egress listener without port must be the last one",
+                                    );
+                                }
+                            }
+                        },
+                        Some(p) => {
+                            v.at("port", |v| validate_egress_port(v, p, bind, l.capture_mode));
+                            if p.number == 0 {
+                                if !egress_sockets.insert(bind) {
+                                    v.error_at(
+                                        "bind",
+                                        format!("duplicate unix domain socket {bind:?}"),
+                                    );
+                                }
+                            } else if let Some(first) = egress_ports.insert(p.number, i) {
+                                v.error_at(
+                                    "port.number",
+                                    format!(
+                                        "duplicate egress port {} (also egress[{first}])",
+                                        p.number
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    validate_egress_hosts(v, &l.hosts, &ns);
+                });
+            }
+        });
+        if let Some(p) = &self.outbound_traffic_policy {
+            v.at("outboundTrafficPolicy", |v| {
+                if let Some(proxy) = &p.egress_proxy {
+                    if p.mode() != OutboundTrafficPolicyMode::AllowAny {
+                        v.error_at("egressProxy", "egressProxy needs mode ALLOW_ANY");
+                    }
+                    if proxy.port.is_none() {
+                        v.error_at("egressProxy.port", "egressProxy port is required");
+                    }
+                    v.nested("egressProxy", proxy);
+                }
+            });
+        }
+        if let Some(p) = &self.inbound_connection_pool {
+            v.nested("inboundConnectionPool", p);
+        }
+    }
+}
+
+fn validate_sidecar_port_common(v: &mut Validator, p: &SidecarPort) {
+    if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+        if let Err(e) = check_port_name(name) {
+            v.error_at("name", e);
+        }
+    }
+    if let Some(proto) = p.protocol.as_deref().filter(|p| !p.is_empty()) {
+        if let Err(e) = check_protocol(proto) {
+            v.error_at("protocol", e);
+        }
+    }
+    if p.target_port.is_some_and(|t| t > 0) {
+        warn_at(v, "targetPort", "targetPort has no effect on Sidecars");
+    }
+}
+
+fn validate_egress_port(
+    v: &mut Validator,
+    p: &SidecarPort,
+    bind: &str,
+    capture: Option<CaptureMode>,
+) {
+    validate_sidecar_port_common(v, p);
+    if p.number == 0 {
+        match bind.strip_prefix("unix://") {
+            None => v.error_at("number", "port 0 needs a unix domain socket bind: expected bind: unix:///path or a port 1-65535"),
+            Some(path) => {
+                if let Err(e) = check_unix_address(path) {
+                    v.error(e);
+                }
+            }
+        }
+        if matches!(capture, Some(CaptureMode::Iptables)) {
+            v.error("captureMode must be DEFAULT or NONE for unix domain socket listeners");
+        }
+    } else {
+        v.port("number", p.number);
+        if !bind.is_empty() && !is_ip(bind) {
+            v.error(format!(
+                "invalid bind address {bind:?}: expected an IP address"
+            ));
+        }
+    }
+}
+
+fn validate_egress_hosts(v: &mut Validator, hosts: &[String], namespace: &str) {
+    if hosts.is_empty() {
+        v.error_at("hosts", "an egress listener needs at least one host: expected namespace/dnsName entries such as \"./*\" or \"istio-system/*\"");
+    }
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    v.each("hosts", hosts, |v, h| {
+        validate_namespaced_host(v, h, HostScope::Sidecar);
+        if let Some((ns, name)) = h.split_once('/') {
+            let ns = if ns == "." {
+                namespace.to_string()
+            } else {
+                ns.to_string()
+            };
+            let names = seen.entry(ns).or_default();
+            let dup = if name == "*" {
+                !names.is_empty()
+            } else {
+                names.contains(name) || names.contains("*")
+            };
+            if dup {
+                v.warn(format!(
+                    "duplicate egress host {h:?}: already covered by an earlier entry"
+                ));
+            }
+            names.insert(name.to_string());
+        }
+    });
+    if seen.get("*").is_some_and(|n| n.contains("*")) && seen.len() > 1 {
+        warn_at(
+            v,
+            "hosts",
+            "\"*/*\" already selects every host: the other entries have no effect",
+        );
+    }
+}
+
+fn validate_ingress_listener(v: &mut Validator, l: &IstioIngressListener) {
+    let Some(p) = &l.port else {
+        v.error_at("port", "port is required for ingress listeners");
+        return;
+    };
+    v.at("port", |v| {
+        validate_sidecar_port_common(v, p);
+        v.port("number", p.number);
+    });
+    if let Some(bind) = l.bind.as_deref().filter(|b| !b.is_empty()) {
+        if !is_ip(bind) {
+            v.error_at(
+                "bind",
+                format!("invalid bind address {bind:?}: expected an IP address"),
+            );
+        }
+    }
+    if let Some(ep) = l.default_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        if let Err(e) = check_default_endpoint(ep) {
+            v.error_at("defaultEndpoint", e);
+        }
+    }
+    if let Some(tls) = &l.tls {
+        v.at("tls", |v| {
+            if !tls.subject_alt_names.is_empty() {
+                warn_at(v, "subjectAltNames", "subjectAltNames is not supported for Sidecar ingress TLS");
+            }
+            if tls.https_redirect == Some(true) {
+                v.error_at("httpsRedirect", "httpsRedirect is not supported for Sidecar ingress TLS");
+            }
+            if tls.uses_credentials() {
+                v.error_at("credentialName", "credentialName is not supported for Sidecar ingress TLS: use serverCertificate and privateKey files");
+            }
+            if matches!(tls.mode(), ServerTLSMode::IstioMutual | ServerTLSMode::AutoPassthrough) {
+                v.error_at("mode", format!("mode {} is not allowed for Sidecar ingress TLS: expected SIMPLE, MUTUAL or OPTIONAL_MUTUAL", tls.mode()));
+            }
+            if !p.protocol_kind().is_some_and(Protocol::is_tls) {
+                v.error("Sidecar ingress TLS needs port protocol HTTPS or TLS");
+            }
+            validate_server_tls(v, tls);
+        });
+    }
+    if let Some(pool) = &l.connection_pool {
+        v.nested("connectionPool", pool);
+        if pool.http.is_some() && !p.protocol_kind().is_some_and(Protocol::is_http) {
+            warn_at(v, "connectionPool.http", format!("HTTP connection pool settings on port {} whose protocol is not HTTP: only tcp settings apply", p.number));
+        }
+    }
+}
+
+/// `127.0.0.1:PORT`, `0.0.0.0:PORT`, `[::1]:PORT`, `[::]:PORT`, `:PORT` or `unix://...`.
+fn check_default_endpoint(ep: &str) -> Result<(), String> {
+    if let Some(path) = ep.strip_prefix("unix://") {
+        return check_unix_address(path);
+    }
+    let expected = "expected 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or unix:///path";
+    let (host, port) = if let Some(rest) = ep.strip_prefix('[') {
+        let Some((h, p)) = rest.split_once("]:") else {
+            return Err(format!("invalid defaultEndpoint {ep:?}: {expected}"));
+        };
+        (h, p)
+    } else {
+        match ep.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, p),
+            _ => return Err(format!("invalid defaultEndpoint {ep:?}: {expected}")),
+        }
+    };
+    if !matches!(host, "" | "127.0.0.1" | "0.0.0.0" | "::1" | "::") {
+        return Err(format!("invalid defaultEndpoint host {host:?}: {expected}"));
+    }
+    match port.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(()),
+        _ => Err(format!(
+            "invalid defaultEndpoint port {port:?}: expected 1-65535"
+        )),
+    }
 }

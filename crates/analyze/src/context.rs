@@ -192,7 +192,9 @@ impl<'a> Context<'a> {
     /// A ServiceEntry visible from `from_ns` with a host covering `fqdn`.
     pub fn service_entry_for(&self, fqdn: &str, from_ns: &str) -> Option<&'a Resource> {
         self.of_kind(Kind::ServiceEntry).find(|r| {
-            let Object::ServiceEntry(se) = &r.object else { return false };
+            let Object::ServiceEntry(se) = &r.object else {
+                return false;
+            };
             exported_to(&se.export_to, r.ns(), from_ns)
                 && se
                     .hosts
@@ -207,7 +209,9 @@ impl<'a> Context<'a> {
             return Some(s.ports.iter().map(|p| p.port as u32).collect());
         }
         let r = self.service_entry_for(fqdn, from_ns)?;
-        let Object::ServiceEntry(se) = &r.object else { return None };
+        let Object::ServiceEntry(se) = &r.object else {
+            return None;
+        };
         Some(se.ports.iter().map(|p| p.number).collect())
     }
 

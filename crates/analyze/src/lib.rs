@@ -45,12 +45,34 @@ pub fn analyze(set: &ResourceSet, mesh: &MeshConfig) -> Vec<Message> {
             m
         })
         .collect();
-    let mut cx = Context::new(&set.resources, mesh);
+    // The same object defined twice (alternative sample files, re-applied manifests) is one
+    // object, as `kubectl apply` would leave it: the last definition wins.
+    let deduped = dedupe_last_wins(&set.resources);
+    let resources = deduped.as_deref().unwrap_or(&set.resources);
+    let mut cx = Context::new(resources, mesh);
     analyzers::run_all(&mut cx);
     out.extend(cx.into_messages());
     sort_messages(&mut out);
     out.dedup();
     out
+}
+
+fn dedupe_last_wins(resources: &[trellis_api::Resource]) -> Option<Vec<trellis_api::Resource>> {
+    let mut last = std::collections::HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        last.insert((r.kind, r.ns(), r.name.as_str()), i);
+    }
+    if last.len() == resources.len() {
+        return None;
+    }
+    Some(
+        resources
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| last[&(r.kind, r.ns(), r.name.as_str())] == *i)
+            .map(|(_, r)| r.clone())
+            .collect(),
+    )
 }
 
 /// Most severe first, then by file, line, code.

@@ -2218,53 +2218,7 @@ impl Validate for VirtualService {
         });
         v.each("tcp", &self.tcp, validate_tcp_route);
         validate_export_to(v, &self.export_to, false, false);
-        warn_unreachable_http(v, &self.http);
-        v.at("tcp", |v| {
-            if let Some(first) = self.tcp.iter().position(|r| r.matches.is_empty()) {
-                for j in first + 1..self.tcp.len() {
-                    v.at_index(j, |v| {
-                        v.warn(format!("tcp route is unreachable: tcp[{first}] has no match and takes all connections"))
-                    });
-                }
-            }
-        });
     }
-}
-
-/// Istio warns about rules that can never match.
-fn warn_unreachable_http(v: &mut Validator, routes: &[HTTPRoute]) {
-    v.at("http", |v| {
-        let mut catch_all: Option<usize> = None;
-        let mut seen: Vec<(usize, usize, HTTPMatchRequest)> = Vec::new();
-        for (i, r) in routes.iter().enumerate() {
-            if let Some(first) = catch_all {
-                v.at_index(i, |v| {
-                    v.warn(format!("http route is unreachable: http[{first}] matches every request; only the last rule should have no match"))
-                });
-                continue;
-            }
-            for (k, m) in r.matches.iter().enumerate() {
-                let key = HTTPMatchRequest {
-                    name: None,
-                    ..m.clone()
-                };
-                if let Some((pi, pk, _)) = seen.iter().find(|(_, _, s)| *s == key) {
-                    v.at_index(i, |v| {
-                        v.at("match", |v| {
-                            v.at_index(k, |v| {
-                                v.warn(format!("match is unreachable: duplicates http[{pi}].match[{pk}]"))
-                            })
-                        })
-                    });
-                } else {
-                    seen.push((i, k, key));
-                }
-            }
-            if r.matches_everything() {
-                catch_all = Some(i);
-            }
-        }
-    });
 }
 
 fn validate_header_operations(v: &mut Validator, ops: &HeaderOperations, request: bool) {

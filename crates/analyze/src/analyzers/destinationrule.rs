@@ -27,9 +27,15 @@ pub fn hosts_and_subsets(cx: &mut Context) {
         let fqdn = cx.fqdn(&dr.host, r.ns());
         let known = if fqdn.starts_with('*') {
             cx.services.iter().any(|s| {
-                trellis_api::host::host_matches(&fqdn, &format!("{}.{}.{}", s.name, s.namespace, cx.domain_suffix()))
+                trellis_api::host::host_matches(
+                    &fqdn,
+                    &format!("{}.{}.{}", s.name, s.namespace, cx.domain_suffix()),
+                )
             }) || cx.of_kind(Kind::ServiceEntry).any(|se| match &se.object {
-                Object::ServiceEntry(e) => e.hosts.iter().any(|h| trellis_api::host::hosts_overlap(&fqdn, h)),
+                Object::ServiceEntry(e) => e
+                    .hosts
+                    .iter()
+                    .any(|h| trellis_api::host::hosts_overlap(&fqdn, h)),
                 _ => false,
             })
         } else {
@@ -48,7 +54,9 @@ pub fn hosts_and_subsets(cx: &mut Context) {
             continue;
         }
         // Subset pods: only checkable for Kubernetes Services with a selector.
-        let Some(svc) = cx.service_by_fqdn(&fqdn) else { continue };
+        let Some(svc) = cx.service_by_fqdn(&fqdn) else {
+            continue;
+        };
         if svc.selector.is_empty() {
             continue;
         }
@@ -59,7 +67,11 @@ pub fn hosts_and_subsets(cx: &mut Context) {
             if subset.labels.keys().any(|k| k.starts_with("topology.")) {
                 continue;
             }
-            if cx.workloads_matching(Some(svc.namespace), &sel).next().is_none() {
+            if cx
+                .workloads_matching(Some(svc.namespace), &sel)
+                .next()
+                .is_none()
+            {
                 reports.push((
                     messages::DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
                     r,

@@ -47,7 +47,10 @@ pub fn gateway_workloads(cx: &mut Context) {
                 messages::REFERENCED_RESOURCE_NOT_FOUND,
                 r,
                 "spec.selector".to_string(),
-                format!("Referenced selector not found: {:?}", selector_string(&g.selector)),
+                format!(
+                    "Referenced selector not found: {:?}",
+                    selector_string(&g.selector)
+                ),
             ));
             continue;
         }
@@ -107,10 +110,7 @@ pub fn gateway_workloads(cx: &mut Context) {
                     format!("spec.servers[{i}].tls.credentialName"),
                     format!("Referenced credentialName not found: {cred:?}"),
                 ));
-            } else if namespaces
-                .iter()
-                .any(|ns| secret_unusable(cx, ns, &cred))
-            {
+            } else if namespaces.iter().any(|ns| secret_unusable(cx, ns, &cred)) {
                 reports.push((
                     messages::INVALID_GATEWAY_CREDENTIAL,
                     r,
@@ -139,7 +139,9 @@ fn secret_unusable(cx: &Context, ns: &str, name: &str) -> bool {
     else {
         return false; // produced by a cert-manager Certificate: nothing to check yet
     };
-    let Object::Secret(s) = &r.object else { return false };
+    let Object::Secret(s) = &r.object else {
+        return false;
+    };
     let mut keys: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in s.data.iter().flatten() {
         keys.insert(k.clone(), v.0.clone());
@@ -172,7 +174,9 @@ pub fn conflicting_gateways(cx: &mut Context) {
             }
             for sa in &ga.servers {
                 for sb in &gb.servers {
-                    let (Some(pa), Some(pb)) = (&sa.port, &sb.port) else { continue };
+                    let (Some(pa), Some(pb)) = (&sa.port, &sb.port) else {
+                        continue;
+                    };
                     if pa.number != pb.number {
                         continue;
                     }
@@ -216,7 +220,10 @@ pub fn duplicate_certificates(cx: &mut Context) {
         mine.sort();
         mine.dedup();
         for c in mine {
-            by_cred.entry(format!("{}/{c}", r.ns())).or_default().push(r);
+            by_cred
+                .entry(format!("{}/{c}", r.ns()))
+                .or_default()
+                .push(r);
         }
     }
     let mut reports = Vec::new();

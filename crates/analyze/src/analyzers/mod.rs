@@ -65,7 +65,8 @@ pub const ANALYZERS: &[Analyzer] = &[
     },
     Analyzer {
         name: "virtualservice.GatewayAnalyzer",
-        description: "Checks that VirtualService gateways exist and serve the VirtualService's hosts",
+        description:
+            "Checks that VirtualService gateways exist and serve the VirtualService's hosts",
         run: virtualservice::gateways,
     },
     Analyzer {
@@ -135,8 +136,15 @@ pub(crate) fn workload_entries<'a>(resources: &'a [Resource], out: &mut Vec<Work
                 resource: r,
                 namespace: r.ns(),
                 labels: we.labels.clone(),
-                service_account: we.service_account.clone().unwrap_or_else(|| "default".into()),
-                ports: we.ports.iter().map(|(n, p)| (*p as i32, n.clone())).collect(),
+                service_account: we
+                    .service_account
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                ports: we
+                    .ports
+                    .iter()
+                    .map(|(n, p)| (*p as i32, n.clone()))
+                    .collect(),
             });
         }
     }

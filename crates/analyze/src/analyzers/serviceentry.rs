@@ -19,7 +19,9 @@ pub fn addresses_required(cx: &mut Context) {
     }
     let mut reports = Vec::new();
     for r in cx.of_kind(Kind::ServiceEntry) {
-        let Object::ServiceEntry(se) = &r.object else { continue };
+        let Object::ServiceEntry(se) = &r.object else {
+            continue;
+        };
         if !se.addresses.is_empty() {
             continue;
         }

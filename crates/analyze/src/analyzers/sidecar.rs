@@ -16,8 +16,14 @@ pub fn sidecar_selectors(cx: &mut Context) {
     let mut per_workload: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     let mut reports = Vec::new();
     for r in cx.of_kind(Kind::Sidecar) {
-        let Object::Sidecar(sc) = &r.object else { continue };
-        match sc.workload_selector.as_ref().filter(|s| !s.labels.is_empty()) {
+        let Object::Sidecar(sc) = &r.object else {
+            continue;
+        };
+        match sc
+            .workload_selector
+            .as_ref()
+            .filter(|s| !s.labels.is_empty())
+        {
             None => no_selector.entry(r.ns()).or_default().push(r),
             Some(sel) => {
                 let mut any = false;

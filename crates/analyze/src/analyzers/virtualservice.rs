@@ -28,7 +28,11 @@ fn destinations(vs: &VirtualService) -> Vec<(String, &Destination, bool)> {
     for (i, h) in vs.http.iter().enumerate() {
         for (j, d) in h.route.iter().enumerate() {
             if let Some(dest) = &d.destination {
-                out.push((format!("spec.http[{i}].route[{j}].destination"), dest, false));
+                out.push((
+                    format!("spec.http[{i}].route[{j}].destination"),
+                    dest,
+                    false,
+                ));
             }
         }
         if let Some(m) = &h.mirror {
@@ -36,7 +40,11 @@ fn destinations(vs: &VirtualService) -> Vec<(String, &Destination, bool)> {
         }
         for (j, m) in h.mirrors.iter().enumerate() {
             if let Some(dest) = &m.destination {
-                out.push((format!("spec.http[{i}].mirrors[{j}].destination"), dest, true));
+                out.push((
+                    format!("spec.http[{i}].mirrors[{j}].destination"),
+                    dest,
+                    true,
+                ));
             }
         }
     }
@@ -121,7 +129,9 @@ pub fn destinations_exist(cx: &mut Context) {
 /// Whether a DestinationRule visible from `from_ns` defines `subset` for `fqdn`.
 pub fn subset_defined(cx: &Context, fqdn: &str, subset: &str, from_ns: &str) -> bool {
     cx.of_kind(Kind::DestinationRule).any(|r| {
-        let Object::DestinationRule(dr) = &r.object else { return false };
+        let Object::DestinationRule(dr) = &r.object else {
+            return false;
+        };
         let dr_host = cx.fqdn(&dr.host, r.ns());
         exported_to(&dr.export_to, r.ns(), from_ns)
             && trellis_api::host::host_matches(&dr_host, fqdn)
@@ -150,12 +160,18 @@ pub fn gateways(cx: &mut Context) {
                 ));
                 continue;
             };
-            let Object::Gateway(gateway) = &g.object else { continue };
-            let served = gateway.servers.iter().flat_map(|s| s.hosts.iter()).any(|gh| {
-                let (hns, h) = split_namespaced_host(gh);
-                let ns_ok = hns == "*" || (hns == "." && g.ns() == r.ns()) || hns == r.ns();
-                ns_ok && vs.hosts.iter().any(|vh| hosts_overlap(h, vh))
-            });
+            let Object::Gateway(gateway) = &g.object else {
+                continue;
+            };
+            let served = gateway
+                .servers
+                .iter()
+                .flat_map(|s| s.hosts.iter())
+                .any(|gh| {
+                    let (hns, h) = split_namespaced_host(gh);
+                    let ns_ok = hns == "*" || (hns == "." && g.ns() == r.ns()) || hns == r.ns();
+                    ns_ok && vs.hosts.iter().any(|vh| hosts_overlap(h, vh))
+                });
             if !served && !vs.hosts.is_empty() {
                 reports.push((
                     messages::VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
@@ -195,7 +211,10 @@ pub fn conflicting_mesh_hosts(cx: &mut Context) {
                 continue;
             }
             seen.push(fqdn.clone());
-            by_host.entry(format!("{scope}|{fqdn}")).or_default().push(r);
+            by_host
+                .entry(format!("{scope}|{fqdn}"))
+                .or_default()
+                .push(r);
         }
     }
     let mut reports = Vec::new();
@@ -203,7 +222,11 @@ pub fn conflicting_mesh_hosts(cx: &mut Context) {
         if list.len() < 2 {
             continue;
         }
-        let host = key.split_once('|').map(|(_, h)| h).unwrap_or(&key).to_string();
+        let host = key
+            .split_once('|')
+            .map(|(_, h)| h)
+            .unwrap_or(&key)
+            .to_string();
         let names: Vec<String> = list.iter().map(|r| r.key()).collect();
         for r in list {
             reports.push((
@@ -216,7 +239,12 @@ pub fn conflicting_mesh_hosts(cx: &mut Context) {
         }
     }
     for (r, text) in reports {
-        cx.report_at(messages::CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS, r, "spec.hosts", text);
+        cx.report_at(
+            messages::CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
+            r,
+            "spec.hosts",
+            text,
+        );
     }
 }
 
@@ -257,7 +285,9 @@ pub fn unreachable_rules(cx: &mut Context) {
                     messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
                     r,
                     format!("spec.http[{i}]"),
-                    format!("VirtualService rule {rule} not used (all matches used by prior rules)."),
+                    format!(
+                        "VirtualService rule {rule} not used (all matches used by prior rules)."
+                    ),
                 ));
             } else {
                 for (j, name, earlier) in dups {
@@ -268,6 +298,18 @@ pub fn unreachable_rules(cx: &mut Context) {
                         format!("VirtualService rule {rule} match {name} is not used (duplicate/overlapping match in rule {earlier})."),
                     ));
                 }
+            }
+        }
+    }
+    for (r, vs) in virtual_services(cx) {
+        if let Some(first) = vs.tcp.iter().position(|t| t.matches.is_empty()) {
+            if first + 1 < vs.tcp.len() {
+                reports.push((
+                    messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
+                    r,
+                    format!("spec.tcp[{first}]"),
+                    format!("VirtualService rule tcp #{first} not used (only the last rule can have no matches)."),
+                ));
             }
         }
     }
@@ -296,17 +338,19 @@ pub fn jwt_claim_routing(cx: &mut Context) {
                 continue;
             }
             let (ns, name) = gw.split_once('/').unwrap_or((r.ns(), gw.as_str()));
-            let Some(g) = cx.gateway(ns, name) else { continue };
-            let Object::Gateway(gateway) = &g.object else { continue };
+            let Some(g) = cx.gateway(ns, name) else {
+                continue;
+            };
+            let Object::Gateway(gateway) = &g.object else {
+                continue;
+            };
             for w in cx.workloads_matching(None, &gateway.selector) {
                 let covered = cx.of_kind(Kind::RequestAuthentication).any(|ra| {
-                    let Object::RequestAuthentication(p) = &ra.object else { return false };
+                    let Object::RequestAuthentication(p) = &ra.object else {
+                        return false;
+                    };
                     let in_scope = ra.ns() == w.namespace || ra.ns() == root;
-                    in_scope
-                        && p
-                            .selector
-                            .as_ref()
-                            .is_none_or(|s| s.matches(&w.labels))
+                    in_scope && p.selector.as_ref().is_none_or(|s| s.matches(&w.labels))
                 });
                 if !covered {
                     reports.push((
@@ -322,6 +366,10 @@ pub fn jwt_claim_routing(cx: &mut Context) {
         }
     }
     for (r, text) in reports {
-        cx.report(messages::JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN, r, text);
+        cx.report(
+            messages::JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN,
+            r,
+            text,
+        );
     }
 }

@@ -487,7 +487,7 @@ impl CertificateAuthority {
 fn verified_csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo> {
     let der = csr_der_from_pem(csr_pem)?;
     let csr = match X509CertificationRequest::from_der(&der) {
-        Ok((rest, csr)) if rest.is_empty() => csr,
+        Ok(([], csr)) => csr,
         Ok(_) => return Err(Error::Csr("trailing bytes after the request".into())),
         Err(e) => return Err(Error::Csr(format!("malformed request: {e}"))),
     };

@@ -86,7 +86,7 @@ pub(crate) fn csr_der_from_pem(pem: &str) -> Result<Vec<u8>> {
 /// Parse a DER certificate, rejecting trailing bytes.
 pub(crate) fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(Error::InvalidCertificate(format!(
             "{what}: trailing bytes after certificate"
         ))),

@@ -467,6 +467,7 @@ impl CertificateAuthority {
             )));
         }
         crate::tls::verify_chain(
+            &crate::tls::provider().signature_verification_algorithms,
             bundle,
             &leaf,
             intermediates,

@@ -82,17 +82,25 @@ impl CertifiedIdentity {
     /// Check the chain against `bundle` as a peer would, for both server and client use.
     pub fn verify(&self, bundle: &TrustBundle) -> Result<()> {
         let chain = &self.key.cert;
+        let algorithms = crate::tls::provider().signature_verification_algorithms;
         for usage in [
             webpki::KeyUsage::server_auth(),
             webpki::KeyUsage::client_auth(),
         ] {
-            crate::tls::verify_chain(bundle, &chain[0], &chain[1..], UnixTime::now(), usage)
-                .map_err(|e| {
-                    Error::InvalidCertificate(format!(
-                        "certificate for {} does not verify against the trust bundle: {e}",
-                        self.id
-                    ))
-                })?;
+            crate::tls::verify_chain(
+                &algorithms,
+                bundle,
+                &chain[0],
+                &chain[1..],
+                UnixTime::now(),
+                usage,
+            )
+            .map_err(|e| {
+                Error::InvalidCertificate(format!(
+                    "certificate for {} does not verify against the trust bundle: {e}",
+                    self.id
+                ))
+            })?;
         }
         Ok(())
     }

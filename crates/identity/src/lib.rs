@@ -13,6 +13,8 @@
 //! Nothing here authenticates *who* asks for a certificate: the control plane's CA service
 //! does, then calls [`CertificateAuthority::sign_csr`] with the identity it established.
 
+#![warn(missing_docs)]
+
 pub mod bundle;
 pub mod ca;
 pub mod certified;

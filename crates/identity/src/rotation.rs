@@ -70,7 +70,8 @@ pub struct RotationOptions {
     pub renew_at: f64,
     /// Relative jitter applied to the renewal point (default 0.1, i.e. ±10%).
     pub jitter: f64,
-    /// First retry delay after a failed renewal (default 1 s).
+    /// First retry delay after a failed renewal, and the least time between two renewals
+    /// (default 1 s).
     pub retry_initial: Duration,
     /// Retry delays double up to this (default 60 s).
     pub retry_max: Duration,
@@ -210,7 +211,10 @@ impl IdentityManager {
     ) {
         loop {
             if let Some(current) = self.current() {
-                let delay = renewal_delay(&current, SystemTime::now(), &options);
+                // Never renew back to back, even if the CA hands out nearly expired
+                // certificates (e.g. because its own certificate is about to expire).
+                let delay =
+                    renewal_delay(&current, SystemTime::now(), &options).max(options.retry_initial);
                 tracing::debug!(identity = %self.identity, ?delay, "next certificate renewal");
                 tokio::time::sleep(delay).await;
             }

@@ -42,16 +42,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Install the aws-lc-rs provider as the process default, for libraries that build rustls
-/// configs without naming a provider. Call it first thing in `main`. Idempotent; returns
-/// `false` if a different provider was already installed.
+/// configs without naming a provider. Call it first thing in `main`. Returns `true` if this
+/// call installed it, `false` if some provider was installed before (this crate's own configs
+/// name aws-lc-rs explicitly either way).
 pub fn install_default_provider() -> bool {
-    match CryptoProvider::get_default() {
-        Some(_) => true,
-        None => {
-            CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider()).is_ok()
-                || CryptoProvider::get_default().is_some()
-        }
-    }
+    CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider()).is_ok()
 }
 
 /// Whether a server requires clients to present a certificate.
@@ -67,6 +62,7 @@ pub enum ClientAuth {
 /// Validate `end_entity` + `intermediates` against `bundle` for `usage` with webpki, using the
 /// provider's signature algorithms. Names are not checked.
 pub(crate) fn verify_chain(
+    algorithms: &WebPkiSupportedAlgorithms,
     bundle: &TrustBundle,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
@@ -75,7 +71,7 @@ pub(crate) fn verify_chain(
 ) -> std::result::Result<(), webpki::Error> {
     let cert = webpki::EndEntityCert::try_from(end_entity)?;
     cert.verify_for_usage(
-        provider().signature_verification_algorithms.all,
+        algorithms.all,
         bundle.anchors(),
         intermediates,
         now,
@@ -150,6 +146,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let bundle = self.bundle.load();
         verify_chain(
+            &self.algorithms,
             &bundle,
             end_entity,
             intermediates,
@@ -243,6 +240,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     ) -> std::result::Result<ClientCertVerified, rustls::Error> {
         let bundle = self.bundle.load();
         verify_chain(
+            &self.algorithms,
             &bundle,
             end_entity,
             intermediates,

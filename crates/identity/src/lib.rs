@@ -12,6 +12,27 @@
 //!
 //! Nothing here authenticates *who* asks for a certificate: the control plane's CA service
 //! does, then calls [`CertificateAuthority::sign_csr`] with the identity it established.
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use trellis_identity::*;
+//!
+//! # fn main() -> Result<()> {
+//! let ca = CertificateAuthority::generate("cluster.local", "Example")?;
+//! let gateway = SpiffeId::parse("spiffe://cluster.local/ns/default/sa/service-gateway")?;
+//!
+//! // The workload makes a key and CSR; the CA signs for the identity the caller vouches for.
+//! let request = generate_key_and_csr(&gateway)?;
+//! let issued = ca.sign_csr(&request.csr_pem, &gateway, Duration::ZERO)?;
+//! let me = Arc::new(CertifiedIdentity::from_issued(&request.key, &issued)?);
+//!
+//! // Server side: mTLS required. Client side: only the destination's identities are accepted.
+//! let _server = server_config(me.clone(), ca.trust_bundle(), ClientAuth::Required, vec![])?;
+//! let _client = client_config(me, ca.trust_bundle(), vec![gateway.clone()], vec![])?;
+//! assert_eq!(gateway.to_principal(), "cluster.local/ns/default/sa/service-gateway");
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -374,6 +374,21 @@ impl WorkloadLabelSelector {
     }
 }
 
+impl Validate for WorkloadLabelSelector {
+    fn validate(&self, v: &mut Validator) {
+        v.labels("labels", &self.labels);
+        v.at("labels", |v| {
+            for (k, val) in &self.labels {
+                if val.contains('*') {
+                    v.at_key(k, |v| {
+                        v.error("wildcards are not supported in selector labels")
+                    });
+                }
+            }
+        });
+    }
+}
+
 /// A port protocol as Istio parses `protocol` strings (case-insensitive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -2737,7 +2752,7 @@ impl Validate for HTTPRetry {
         duration_ms(v, "perTryTimeout", &self.per_try_timeout);
         duration_ms(v, "backoff", &self.backoff);
         if let Some(on) = self.retry_on.as_deref().filter(|s| !s.is_empty()) {
-            for policy in on.split(',') {
+            for policy in on.split(',').map(str::trim) {
                 let status = policy
                     .parse::<u16>()
                     .is_ok_and(|c| (100..=599).contains(&c));
@@ -4037,6 +4052,9 @@ impl Validate for ServiceEntry {
                 "only one of workloadSelector or endpoints may be set",
             );
         }
+        if let Some(ws) = &self.workload_selector {
+            v.nested("workloadSelector", ws);
+        }
         if self.hosts.is_empty() {
             v.error_at(
                 "hosts",
@@ -4683,7 +4701,7 @@ impl Validate for Sidecar {
             if ws.labels.is_empty() {
                 v.error_at("workloadSelector.labels", "workloadSelector needs labels: remove workloadSelector to apply to the whole namespace");
             }
-            v.labels("workloadSelector.labels", &ws.labels);
+            v.nested("workloadSelector", ws);
         }
         if self.egress.is_empty()
             && self.ingress.is_empty()
@@ -5442,7 +5460,7 @@ mod tests {
           retries:
             attempts: 3
             perTryTimeout: 2s
-            retryOn: gateway-error,connect-failure,refused-stream,503
+            retryOn: gateway-error, connect-failure,refused-stream,503
           fault:
             delay:
               percentage:
@@ -6526,6 +6544,19 @@ mod tests {
             &se,
             "spec.workloadSelector",
             "only one of workloadSelector or endpoints",
+        );
+        let se = base(
+            json!({"resolution": "STATIC", "workloadSelector": {"labels": {"app": "x*", "bad key!": "y"}}}),
+        );
+        assert_error(
+            &se,
+            "spec.workloadSelector.labels[\"app\"]",
+            "wildcards are not supported",
+        );
+        assert_error(
+            &se,
+            "spec.workloadSelector.labels[\"bad key!\"]",
+            "invalid label key",
         );
         let se = base(
             json!({"resolution": "STATIC", "endpoints": [{"address": "unix:///var/run/sock", "ports": {"http": 80}}, {"address": "unix://relative"}]}),

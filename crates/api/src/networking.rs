@@ -38,10 +38,6 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
 /// A proto enum: serialized as Istio's name, read from the name or the proto number.
 macro_rules! proto_enum {
     (
@@ -323,7 +319,7 @@ pub struct Percent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     /// Port number.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub number: u32,
 }
 
@@ -375,6 +371,21 @@ impl WorkloadLabelSelector {
     /// True when every selector label is present with the same value in `labels`.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+impl Validate for WorkloadLabelSelector {
+    fn validate(&self, v: &mut Validator) {
+        v.labels("labels", &self.labels);
+        v.at("labels", |v| {
+            for (k, val) in &self.labels {
+                if val.contains('*') {
+                    v.at_key(k, |v| {
+                        v.error("wildcards are not supported in selector labels")
+                    });
+                }
+            }
+        });
     }
 }
 
@@ -952,7 +963,7 @@ pub struct Server {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
     /// Port number (0 only with a unix socket bind).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub number: u32,
     /// HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, ... (case-insensitive).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -1906,7 +1917,7 @@ impl HTTPRedirect {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HTTPDirectResponse {
     /// HTTP status. Required.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub status: u32,
     /// Response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -2695,7 +2706,7 @@ impl Validate for HTTPRetry {
         duration_ms(v, "perTryTimeout", &self.per_try_timeout);
         duration_ms(v, "backoff", &self.backoff);
         if let Some(on) = self.retry_on.as_deref().filter(|s| !s.is_empty()) {
-            for policy in on.split(',') {
+            for policy in on.split(',').map(str::trim) {
                 let status = policy
                     .parse::<u16>()
                     .is_ok_and(|c| (100..=599).contains(&c));
@@ -2944,7 +2955,7 @@ pub struct TunnelSettings {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target_host: String,
     /// Port to tunnel to. Required.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub target_port: u32,
 }
 
@@ -3962,7 +3973,7 @@ impl ServiceEntry {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     /// Port number.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub number: u32,
     /// Protocol (sniffed when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -3994,6 +4005,9 @@ impl Validate for ServiceEntry {
                 "workloadSelector",
                 "only one of workloadSelector or endpoints may be set",
             );
+        }
+        if let Some(ws) = &self.workload_selector {
+            v.nested("workloadSelector", ws);
         }
         if self.hosts.is_empty() {
             v.error_at(
@@ -4356,7 +4370,7 @@ pub struct HTTPHealthCheckConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Port. Required.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub port: u32,
     /// Host to connect to (the workload's IP by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4393,7 +4407,7 @@ pub struct TCPHealthCheckConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Port. Required.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub port: u32,
 }
 
@@ -4415,7 +4429,7 @@ pub struct ExecHealthCheckConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcHealthCheckConfig {
     /// Port. Required.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub port: u32,
     /// gRPC service name to check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4595,7 +4609,7 @@ pub struct IstioEgressListener {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarPort {
     /// Port number.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub number: u32,
     /// Protocol (sniffed when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -4641,7 +4655,7 @@ impl Validate for Sidecar {
             if ws.labels.is_empty() {
                 v.error_at("workloadSelector.labels", "workloadSelector needs labels: remove workloadSelector to apply to the whole namespace");
             }
-            v.labels("workloadSelector.labels", &ws.labels);
+            v.nested("workloadSelector", ws);
         }
         if self.egress.is_empty()
             && self.ingress.is_empty()
@@ -4891,5 +4905,1889 @@ fn check_default_endpoint(ep: &str) -> Result<(), String> {
         _ => Err(format!(
             "invalid defaultEndpoint port {port:?}: expected 1-65535"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Severity;
+    use crate::resource::{typed, Parsed, Resource};
+    use crate::validate::FieldIssue;
+    use serde::de::DeserializeOwned;
+    use serde_json::{json, Value};
+
+    /// Strips the common indentation so YAML can sit indented in the test source.
+    fn dedent(text: &str) -> String {
+        let indent = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start().len())
+            .min()
+            .unwrap_or(0);
+        text.lines()
+            .map(|l| l.get(indent..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn yaml_value(text: &str) -> Value {
+        let docs = crate::yaml::parse_documents("t.yaml", &dedent(text)).unwrap();
+        docs[0].value.clone()
+    }
+
+    fn spec<T: DeserializeOwned>(text: &str) -> T {
+        match typed(&yaml_value(text)) {
+            Ok(t) => t,
+            Err((path, msg)) => panic!("{path}: {msg}"),
+        }
+    }
+
+    fn from_json<T: DeserializeOwned>(v: Value) -> T {
+        match typed(&v) {
+            Ok(t) => t,
+            Err((path, msg)) => panic!("{path}: {msg}"),
+        }
+    }
+
+    fn issues<T: Validate>(s: &T) -> Vec<FieldIssue> {
+        let mut v = Validator::new("default", "istio-system");
+        v.nested("spec", s);
+        v.issues
+    }
+
+    #[track_caller]
+    fn assert_clean<T: Validate>(s: &T) {
+        let is: Vec<_> = issues(s)
+            .into_iter()
+            .filter(|i| i.severity == Severity::Error)
+            .collect();
+        assert!(is.is_empty(), "unexpected errors: {is:#?}");
+    }
+
+    #[track_caller]
+    fn assert_issue<T: Validate>(s: &T, severity: Severity, path: &str, fragment: &str) {
+        let is = issues(s);
+        assert!(
+            is.iter()
+                .any(|i| i.severity == severity && i.path == path && i.message.contains(fragment)),
+            "expected {severity} at {path} containing {fragment:?}, got {is:#?}"
+        );
+    }
+
+    #[track_caller]
+    fn assert_error<T: Validate>(s: &T, path: &str, fragment: &str) {
+        assert_issue(s, Severity::Error, path, fragment);
+    }
+
+    #[track_caller]
+    fn assert_warning<T: Validate>(s: &T, path: &str, fragment: &str) {
+        assert_issue(s, Severity::Warning, path, fragment);
+    }
+
+    /// Serializing what was read gives back the same document.
+    #[track_caller]
+    fn assert_round_trip<T: DeserializeOwned + Serialize>(text: &str) {
+        let original = yaml_value(text);
+        let parsed: T = from_json(original.clone());
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), original);
+    }
+
+    // ----- enums, serde conventions -------------------------------------------------------------
+
+    #[test]
+    fn enums_use_istio_spellings_and_accept_numbers() {
+        let tls: ServerTLSSettings = from_json(json!({"mode": "OPTIONAL_MUTUAL"}));
+        assert_eq!(tls.mode, Some(ServerTLSMode::OptionalMutual));
+        let tls: ServerTLSSettings = from_json(json!({"mode": 1, "minProtocolVersion": "TLSV1_2"}));
+        assert_eq!(tls.mode(), ServerTLSMode::Simple);
+        assert_eq!(tls.min_protocol_version, Some(TLSProtocol::TlsV1_2));
+        assert_eq!(
+            serde_json::to_value(&tls).unwrap(),
+            json!({"mode": "SIMPLE", "minProtocolVersion": "TLSV1_2"})
+        );
+        let lb: LoadBalancerSettings = from_json(json!({"simple": 4}));
+        assert_eq!(lb.simple, Some(SimpleLB::RoundRobin));
+        for (text, mode) in [
+            ("DISABLE", ClientTLSMode::Disable),
+            ("ISTIO_MUTUAL", ClientTLSMode::IstioMutual),
+        ] {
+            assert_eq!(ClientTLSMode::from_name(text), Some(mode));
+        }
+        assert_eq!(
+            Resolution::from_name("DNS_ROUND_ROBIN"),
+            Some(Resolution::DnsRoundRobin)
+        );
+        assert_eq!(
+            Resolution::from_name("DYNAMIC_DNS"),
+            Some(Resolution::DynamicDns)
+        );
+        assert_eq!(Location::MeshInternal.as_str(), "MESH_INTERNAL");
+        assert_eq!(OutboundTrafficPolicyMode::AllowAny.number(), 1);
+        assert_eq!(
+            CaptureMode::from_name("IPTABLES"),
+            Some(CaptureMode::Iptables)
+        );
+        assert_eq!(
+            H2UpgradePolicy::from_name("DO_NOT_UPGRADE"),
+            Some(H2UpgradePolicy::DoNotUpgrade)
+        );
+        assert_eq!(
+            RedirectPortSelection::from_name("FROM_REQUEST_PORT"),
+            Some(RedirectPortSelection::FromRequestPort)
+        );
+        for bad in [
+            json!({"mode": "simple"}),
+            json!({"mode": 9}),
+            json!({"mode": true}),
+        ] {
+            let err = typed::<ServerTLSSettings>(&bad).unwrap_err();
+            assert_eq!(err.0, "mode", "{err:?}");
+        }
+        let err = typed::<ServerTLSSettings>(&json!({"mode": "simple"})).unwrap_err();
+        assert!(
+            err.1.contains("expected one of PASSTHROUGH, SIMPLE"),
+            "{}",
+            err.1
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_path() {
+        let err = typed::<Gateway>(&json!({
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"], "tlss": {}}]
+        }))
+        .unwrap_err();
+        assert_eq!(err.0, "servers[0].tlss");
+        assert!(err.1.contains("unknown field `tlss`"), "{}", err.1);
+        let err = typed::<VirtualService>(
+            &json!({"http": [{"route": [{"destination": {"host": "a", "weigth": 1}}]}]}),
+        )
+        .unwrap_err();
+        assert_eq!(err.0, "http[0].route[0].destination.weigth");
+        let err = typed::<DestinationRule>(&json!({"host": "a", "trafficPolicy": {"connectionPool": {"tcp": {"maxConnection": 1}}}}))
+            .unwrap_err();
+        assert!(err.1.contains("maxConnection"), "{}", err.1);
+    }
+
+    #[test]
+    fn nulls_read_as_empty_and_json_names_match_the_crd() {
+        let vs: VirtualService = spec(
+            "
+            hosts: [reviews]
+            exportTo:
+            http:
+            - route:
+              - destination: {host: reviews}
+            ",
+        );
+        assert!(vs.export_to.is_empty());
+        let dr: DestinationRule = from_json(json!({
+            "host": "r",
+            "trafficPolicy": {
+                "connectionPool": {"http": {"http1MaxPendingRequests": 1, "http2MaxRequests": 2, "h2UpgradePolicy": "UPGRADE"}},
+                "outlierDetection": {"consecutive5xxErrors": 7, "splitExternalLocalOriginErrors": true, "minHealthPercent": 1},
+                "loadBalancer": {"localityLbSetting": {"enabled": true}, "warmup": {"duration": "10s"}},
+                "proxyProtocol": {"version": "V2"},
+                "tunnel": {"protocol": "CONNECT", "targetHost": "x", "targetPort": 443}
+            }
+        }));
+        let tp = dr.traffic_policy.unwrap();
+        assert_eq!(
+            tp.outlier_detection.unwrap().consecutive_5xx_errors,
+            Some(7)
+        );
+        assert_eq!(
+            tp.connection_pool
+                .unwrap()
+                .http
+                .unwrap()
+                .http1_max_pending_requests,
+            Some(1)
+        );
+        let r: HTTPRoute =
+            from_json(json!({"mirror_percent": 5, "route": [{"destination": {"host": "a"}}]}));
+        assert_eq!(r.mirror_percent, Some(5));
+        assert_eq!(serde_json::to_value(&r).unwrap()["mirrorPercent"], 5);
+        let rw: HTTPRewrite =
+            from_json(json!({"uriRegexRewrite": {"match": "^/a(.*)", "rewrite": "/b\\1"}}));
+        assert_eq!(
+            rw.uri_regex_rewrite.unwrap().pattern.as_deref(),
+            Some("^/a(.*)")
+        );
+        let body: HTTPBody = from_json(json!({"string": "hi"}));
+        assert_eq!(body.string.as_deref(), Some("hi"));
+    }
+
+    // ----- Gateway ------------------------------------------------------------------------------
+
+    const GATEWAY: &str = r#"
+        selector:
+          app: my-gateway-controller
+        servers:
+        - port:
+            number: 80
+            name: http
+            protocol: HTTP
+          hosts:
+          - uk.bookinfo.com
+          - eu.bookinfo.com
+          tls:
+            httpsRedirect: true
+        - port:
+            number: 443
+            name: https-443
+            protocol: HTTPS
+          hosts:
+          - uk.bookinfo.com
+          - eu.bookinfo.com
+          tls:
+            mode: SIMPLE
+            serverCertificate: /etc/certs/servercert.pem
+            privateKey: /etc/certs/privatekey.pem
+        - port:
+            number: 9443
+            name: https-9443
+            protocol: HTTPS
+          hosts:
+          - "bookinfo-namespace/*.bookinfo.com"
+          tls:
+            mode: SIMPLE
+            credentialName: bookinfo-secret
+        - port:
+            number: 9080
+            name: http-wildcard
+            protocol: HTTP
+          hosts:
+          - "*"
+        - port:
+            number: 2379
+            name: mongo
+            protocol: MONGO
+          hosts:
+          - "*"
+    "#;
+
+    fn gateway_with(server: Value) -> Gateway {
+        from_json(json!({"selector": {"istio": "ingressgateway"}, "servers": [server]}))
+    }
+
+    #[test]
+    fn gateway_docs_example_is_valid_and_round_trips() {
+        let gw: Gateway = spec(GATEWAY);
+        assert_eq!(gw.servers.len(), 5);
+        assert_eq!(
+            gw.servers[0].tls.as_ref().unwrap().mode(),
+            ServerTLSMode::Passthrough
+        );
+        assert_eq!(
+            gw.servers[4].port.as_ref().unwrap().protocol_kind(),
+            Some(Protocol::Mongo)
+        );
+        assert!(issues(&gw).is_empty(), "{:#?}", issues(&gw));
+        assert_round_trip::<Gateway>(GATEWAY);
+    }
+
+    #[test]
+    fn gateway_requires_servers_ports_and_hosts() {
+        assert_error(&Gateway::default(), "spec.servers", "at least one server");
+        let gw = gateway_with(json!({"hosts": []}));
+        assert_error(&gw, "spec.servers[0].hosts", "at least one host");
+        assert_error(&gw, "spec.servers[0].port", "port is required");
+        let gw = gateway_with(json!({"port": {"number": 0, "protocol": "FOO"}, "hosts": ["*"]}));
+        assert_error(&gw, "spec.servers[0].port.number", "1-65535");
+        assert_error(
+            &gw,
+            "spec.servers[0].port.protocol",
+            "invalid protocol \"FOO\"",
+        );
+        assert_error(&gw, "spec.servers[0].port.name", "port name is required");
+        let gw = gateway_with(
+            json!({"port": {"number": 8080, "name": "g", "protocol": "grpc-web"}, "hosts": ["*"]}),
+        );
+        assert_clean(&gw);
+    }
+
+    #[test]
+    fn gateway_hosts_are_namespace_slash_dns_name() {
+        for ok in [
+            "*",
+            "foo.example.com",
+            "*/foo.example.com",
+            "./*",
+            "prod/*.example.com",
+        ] {
+            assert_clean(&gateway_with(
+                json!({"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [ok]}),
+            ));
+        }
+        let gw = gateway_with(
+            json!({"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+            "hosts": ["Bad_NS/foo.com", "~/foo.com", "prod/foo..com", "/foo.com"]}),
+        );
+        assert_error(
+            &gw,
+            "spec.servers[0].hosts[0]",
+            "invalid namespace \"Bad_NS\"",
+        );
+        assert_error(&gw, "spec.servers[0].hosts[1]", "invalid namespace \"~\"");
+        assert_error(&gw, "spec.servers[0].hosts[2]", "invalid host");
+        assert_error(&gw, "spec.servers[0].hosts[3]", "must both be non-empty");
+    }
+
+    #[test]
+    fn gateway_tls_rules() {
+        let port = |p: &str| json!({"number": 443, "name": "p", "protocol": p});
+        // HTTPS/TLS need tls.
+        let gw = gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"]}));
+        assert_error(&gw, "spec.servers[0].tls", "need tls settings");
+        // Plain HTTP: only httpsRedirect.
+        let gw = gateway_with(
+            json!({"port": port("http"), "hosts": ["*"], "tls": {"mode": "SIMPLE", "credentialName": "c"}}),
+        );
+        assert_error(&gw, "spec.servers[0].tls", "cannot terminate TLS");
+        let gw = gateway_with(
+            json!({"port": port("TCP"), "hosts": ["*"], "tls": {"httpsRedirect": true}}),
+        );
+        assert_error(&gw, "spec.servers[0].tls", "cannot have TLS settings");
+        assert_warning(
+            &gw,
+            "spec.servers[0].tls.httpsRedirect",
+            "only has an effect on HTTP",
+        );
+        // SIMPLE needs a credential or a cert and key.
+        let gw =
+            gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"], "tls": {"mode": "SIMPLE"}}));
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.serverCertificate",
+            "SIMPLE TLS requires a server certificate",
+        );
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.privateKey",
+            "SIMPLE TLS requires a private key",
+        );
+        // MUTUAL needs a CA unless a credential provides it.
+        let gw = gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],
+            "tls": {"mode": "MUTUAL", "serverCertificate": "/c", "privateKey": "/k"}}));
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.caCertificates",
+            "MUTUAL TLS requires a CA bundle",
+        );
+        assert_clean(&gateway_with(
+            json!({"port": port("HTTPS"), "hosts": ["*"], "tls": {"mode": "MUTUAL", "credentialName": "c"}}),
+        ));
+        assert_clean(&gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],
+            "tls": {"mode": "SIMPLE", "credentialNames": ["rsa", "ecdsa"]}})));
+        assert_clean(&gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],
+            "tls": {"mode": "OPTIONAL_MUTUAL", "tlsCertificates": [{"serverCertificate": "/c", "privateKey": "/k", "caCertificates": "/ca"}]}})));
+        // Credential forms are exclusive; at most two.
+        let gw = gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],
+            "tls": {"mode": "SIMPLE", "credentialName": "a", "credentialNames": ["b", "c", "d"]}}));
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.credentialNames",
+            "only one of credentialName, credentialNames or tlsCertificates",
+        );
+        assert_error(&gw, "spec.servers[0].tls.credentialNames", "at most 2");
+        let gw = gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],
+            "tls": {"mode": "SIMPLE", "tlsCertificates": [{"serverCertificate": "/c"}]}}));
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.tlsCertificates[0].privateKey",
+            "privateKey",
+        );
+        // ISTIO_MUTUAL uses Istio's certificates.
+        let gw = gateway_with(
+            json!({"port": port("TLS"), "hosts": ["*"], "tls": {"mode": "ISTIO_MUTUAL", "serverCertificate": "/c"}}),
+        );
+        assert_error(&gw, "spec.servers[0].tls.serverCertificate", "ISTIO_MUTUAL");
+        // Versions and ciphers.
+        let gw = gateway_with(
+            json!({"port": port("HTTPS"), "hosts": ["*"], "tls": {"mode": "SIMPLE", "credentialName": "c",
+            "minProtocolVersion": "TLSV1_3", "maxProtocolVersion": "TLSV1_2", "cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256", "NOPE"]}}),
+        );
+        assert_error(
+            &gw,
+            "spec.servers[0].tls.minProtocolVersion",
+            "greater than maxProtocolVersion",
+        );
+        assert_warning(
+            &gw,
+            "spec.servers[0].tls.cipherSuites[1]",
+            "unsupported cipher suite",
+        );
+    }
+
+    #[test]
+    fn gateway_port_names_unique_selector_and_bind() {
+        let gw: Gateway = from_json(json!({"selector": {"bad key!": "x"}, "servers": [
+            {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]},
+            {"port": {"number": 81, "name": "http", "protocol": "HTTP"}, "hosts": ["*"], "bind": "not-an-ip"},
+            {"port": {"number": 82, "name": "uds", "protocol": "HTTP"}, "hosts": ["*"], "bind": "unix:///sock"}
+        ]}));
+        assert_error(
+            &gw,
+            "spec.servers[1].port.name",
+            "duplicate port name \"http\" (also servers[0])",
+        );
+        assert_error(&gw, "spec.selector[\"bad key!\"]", "invalid label key");
+        assert_error(&gw, "spec.servers[1].bind", "invalid bind address");
+        assert_error(
+            &gw,
+            "spec.servers[2].port.number",
+            "must be 0 with a unix domain socket",
+        );
+    }
+
+    #[test]
+    fn gateway_resource_is_validated_with_located_paths() {
+        let text = dedent(
+            "
+            apiVersion: networking.istio.io/v1
+            kind: Gateway
+            metadata: {name: gw, namespace: istio-system}
+            spec:
+              selector: {istio: ingressgateway}
+              servers:
+              - port: {number: 443, name: https, protocol: HTTPS}
+              hosts: ['*']
+            ",
+        );
+        // `hosts` at the wrong indentation lands at spec level: an unknown field.
+        let docs = crate::yaml::parse_documents("gw.yaml", &text).unwrap();
+        let err = Resource::from_document(&docs[0], "default").unwrap_err();
+        assert_eq!(err[0].field, "spec.hosts");
+        assert!(err[0].message.contains("unknown field `hosts`"), "{err:?}");
+        assert_eq!(err[0].location.as_ref().unwrap().line, 9, "{err:?}");
+
+        let text = text.replace("\n  hosts", "\n    hosts");
+        let docs = crate::yaml::parse_documents("gw.yaml", &text).unwrap();
+        let Parsed::Resource(r) = Resource::from_document(&docs[0], "default").unwrap() else {
+            panic!("not a resource")
+        };
+        let diags = r.validate("istio-system");
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].field, "spec.servers[0].tls");
+        assert_eq!(diags[0].location.as_ref().unwrap().line, 8, "{diags:?}");
+    }
+
+    // ----- VirtualService -----------------------------------------------------------------------
+
+    const VIRTUAL_SERVICE: &str = r#"
+        hosts:
+        - reviews.prod.svc.cluster.local
+        - uk.bookinfo.com
+        gateways:
+        - some-config-namespace/my-gateway
+        - mesh
+        http:
+        - name: reviews-v2-routes
+          match:
+          - headers:
+              cookie:
+                exact: "user=dev-123"
+            uri:
+              prefix: "/wpcatalog"
+            ignoreUriCase: true
+          - uri:
+              regex: "^/consumercatalog/v[0-9]+"
+          rewrite:
+            uri: "/newcatalog"
+          route:
+          - destination:
+              host: reviews.prod.svc.cluster.local
+              subset: v2
+              port:
+                number: 9080
+            weight: 80
+            headers:
+              request:
+                set:
+                  x-routed: "yes"
+          - destination:
+              host: reviews.qa.svc.cluster.local
+            weight: 20
+          timeout: 10s
+          retries:
+            attempts: 3
+            perTryTimeout: 2s
+            retryOn: gateway-error, connect-failure,refused-stream,503
+          fault:
+            delay:
+              percentage:
+                value: 0.1
+              fixedDelay: 5s
+          corsPolicy:
+            allowOrigins:
+            - exact: https://example.com
+            - regex: "https://.*\\.example\\.org"
+            allowMethods: [POST, GET]
+            allowHeaders: [x-custom-header]
+            maxAge: 24h
+            allowCredentials: false
+          mirror:
+            host: reviews.shadow.svc.cluster.local
+          mirrorPercentage:
+            value: 50.0
+        - match:
+          - uri:
+              prefix: /old
+          redirect:
+            uri: /new
+            authority: newratings.default.svc.cluster.local
+            redirectCode: 308
+        - match:
+          - uri:
+              exact: /health
+          directResponse:
+            status: 503
+            body:
+              string: "unknown path"
+        - route:
+          - destination:
+              host: reviews.prod.svc.cluster.local
+              subset: v1
+        tcp:
+        - match:
+          - port: 27017
+            destinationSubnets: [10.0.0.0/8]
+          route:
+          - destination:
+              host: mongo.backup.svc.cluster.local
+              port:
+                number: 5555
+        exportTo: ["."]
+    "#;
+
+    fn vs_http(route: Value) -> VirtualService {
+        from_json(json!({"hosts": ["reviews"], "http": [route]}))
+    }
+
+    fn to_reviews() -> Value {
+        json!([{"destination": {"host": "reviews"}}])
+    }
+
+    #[test]
+    fn virtual_service_docs_example_is_valid_and_round_trips() {
+        let vs: VirtualService = spec(VIRTUAL_SERVICE);
+        assert_clean(&vs);
+        assert_round_trip::<VirtualService>(VIRTUAL_SERVICE);
+        assert_eq!(vs.http[0].route_weights(), vec![80, 20]);
+        assert_eq!(vs.http[3].route_weights(), vec![100]);
+        assert_eq!(vs.http[1].redirect.as_ref().unwrap().code(), 308);
+        assert_eq!(vs.http[0].retry_policy().attempts(), 3);
+        assert_eq!(vs.http[3].retry_policy(), HTTPRetry::mesh_default());
+        assert_eq!(
+            vs.http[3].retry_policy().retry_on(),
+            HTTPRetry::DEFAULT_RETRY_ON
+        );
+        assert!(vs.http[3].timeout.is_none(), "no default timeout");
+        assert_eq!(HTTPRedirect::default().code(), 301);
+    }
+
+    #[test]
+    fn virtual_service_hosts_and_gateways() {
+        let vs: VirtualService =
+            from_json(json!({"hosts": ["*"], "http": [{"route": to_reviews()}]}));
+        assert_error(
+            &vs,
+            "spec.hosts[0]",
+            "not allowed for a VirtualService bound to the mesh",
+        );
+        let vs: VirtualService = from_json(
+            json!({"hosts": ["*"], "gateways": ["gw"], "http": [{"route": to_reviews()}]}),
+        );
+        assert_clean(&vs);
+        let vs: VirtualService = from_json(
+            json!({"hosts": ["*.foo.com", "bar.foo.com", "10.1.2.3", "a b"],
+            "gateways": ["bad ns/gw", "ns/", "istio-system/gw", "gw.istio-system"], "http": [{"route": to_reviews()}]}),
+        );
+        assert_error(&vs, "spec.hosts[3]", "invalid host \"a b\"");
+        assert_error(&vs, "spec.gateways[0]", "invalid namespace \"bad ns\"");
+        assert_error(&vs, "spec.gateways[1]", "must both be non-empty");
+        assert_warning(&vs, "spec.gateways[3]", "prefer \"istio-system/gw\"");
+        let vs: VirtualService = from_json(
+            json!({"hosts": ["*.foo.com", "bar.foo.com"], "http": [{"route": to_reviews()}]}),
+        );
+        assert_error(
+            &vs,
+            "spec.hosts[1]",
+            "duplicate host \"bar.foo.com\": overlaps hosts[0]",
+        );
+        let vs: VirtualService = from_json(json!({"hosts": ["a"]}));
+        assert_error(&vs, "spec", "at least one of http, tls or tcp");
+        let vs: VirtualService = from_json(
+            json!({"hosts": ["a"], "http": [{"route": to_reviews()}], "exportTo": ["~"]}),
+        );
+        assert_error(&vs, "spec.exportTo[0]", "only allowed on ServiceEntry");
+    }
+
+    #[test]
+    fn delegate_virtual_services() {
+        let root: VirtualService = from_json(json!({"hosts": ["a"], "http": [
+            {"match": [{"uri": {"prefix": "/x"}}], "delegate": {"name": "child", "namespace": "ns"}},
+            {"delegate": {"namespace": "ns"}, "route": to_reviews()}
+        ]}));
+        assert_error(&root, "spec.http[1].route", "cannot also set route");
+        assert_error(
+            &root,
+            "spec.http[1].delegate.name",
+            "delegate name is required",
+        );
+        let child: VirtualService = from_json(json!({"http": [{"route": to_reviews()}]}));
+        assert_clean(&child);
+        assert!(child.is_delegate());
+        let child: VirtualService =
+            from_json(json!({"gateways": ["gw"], "tcp": [{"route": to_reviews()}],
+            "http": [{"delegate": {"name": "x"}}]}));
+        assert_error(&child, "spec.gateways", "is a delegate");
+        assert_error(&child, "spec.tcp", "cannot have tcp routes");
+        assert_error(&child, "spec.http[0].delegate", "cannot delegate again");
+    }
+
+    #[test]
+    fn http_route_needs_exactly_one_action() {
+        assert_error(
+            &vs_http(json!({})),
+            "spec.http[0]",
+            "needs one of route, redirect, directResponse or delegate",
+        );
+        let vs = vs_http(json!({"route": to_reviews(), "redirect": {"uri": "/x"}}));
+        assert_error(
+            &vs,
+            "spec.http[0].redirect",
+            "only one of route, redirect or directResponse",
+        );
+        let vs = vs_http(
+            json!({"directResponse": {"status": 200}, "redirect": {"uri": "/x"}, "fault": {"abort": {"httpStatus": 500}}}),
+        );
+        assert_error(&vs, "spec.http[0].directResponse", "only one of");
+        assert_error(
+            &vs,
+            "spec.http[0].fault",
+            "cannot be combined with redirect",
+        );
+        let vs = vs_http(
+            json!({"route": to_reviews(), "mirror": {"host": "a"}, "mirrors": [{"destination": {"host": "b"}}]}),
+        );
+        assert_error(&vs, "spec.http[0].mirrors", "only one of mirror or mirrors");
+    }
+
+    #[test]
+    fn route_destinations_and_weights() {
+        let vs = vs_http(json!({"route": [
+            {"destination": {"host": "reviews", "subset": "v_1", "port": {"number": 70000}}, "weight": 0},
+            {"destination": {"host": ""}, "weight": -1},
+            {"weight": 1},
+            {"destination": {"host": "*"}}
+        ]}));
+        assert_error(
+            &vs,
+            "spec.http[0].route[0].destination.subset",
+            "invalid subset name \"v_1\"",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].route[0].destination.port.number",
+            "out of range",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].route[1].destination.host",
+            "destination host is required",
+        );
+        assert_error(&vs, "spec.http[0].route[1].weight", "weight -1 is negative");
+        assert_error(
+            &vs,
+            "spec.http[0].route[2].destination",
+            "destination is required",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].route[3].destination.host",
+            "cannot be \"*\"",
+        );
+        let vs = vs_http(
+            json!({"route": [{"destination": {"host": "a"}, "weight": 0}, {"destination": {"host": "b"}}]}),
+        );
+        assert_error(&vs, "spec.http[0].route", "all destination weights are 0");
+        // A lone destination needs no weight.
+        assert_clean(&vs_http(
+            json!({"route": [{"destination": {"host": "a"}, "weight": 0}]}),
+        ));
+        assert_eq!(
+            relative_weights([Some(3), None, Some(-2)].into_iter()),
+            vec![3, 0, 0]
+        );
+    }
+
+    #[test]
+    fn http_matches() {
+        let vs = vs_http(json!({"route": to_reviews(), "match": [{
+            "uri": {"exact": "/a", "prefix": "/a"},
+            "method": {"prefix": ""},
+            "authority": {"regex": "(a"},
+            "scheme": {"regex": ""},
+            "headers": {"X-User": {"exact": "a"}, "bad header": {"exact": "a"}, "@request.auth.claims.group": {"exact": "admin"}},
+            "withoutHeaders": {"x-debug": {"regex": "*"}},
+            "queryParams": {"v": {"regex": "[0-9"}},
+            "port": 99999,
+            "sourceLabels": {"app": "-bad"},
+            "sourceNamespace": "bad_ns",
+            "gateways": ["mesh"]
+        }]}));
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].uri.prefix",
+            "only one of exact, prefix or regex",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].method.prefix",
+            "prefix match must not be empty",
+        );
+        assert_error(&vs, "spec.http[0].match[0].authority.regex", "RE2");
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].scheme.regex",
+            "regex match must not be empty",
+        );
+        assert_warning(
+            &vs,
+            "spec.http[0].match[0].headers[\"X-User\"]",
+            "lowercase",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].headers[\"bad header\"]",
+            "invalid header name",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].queryParams[\"v\"].regex",
+            "invalid regex",
+        );
+        assert_error(&vs, "spec.http[0].match[0].port", "out of range");
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].sourceLabels[\"app\"]",
+            "invalid label value",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].match[0].sourceNamespace",
+            "invalid sourceNamespace",
+        );
+        let errors = issues(&vs)
+            .into_iter()
+            .filter(|i| i.path.contains("withoutHeaders") || i.path.contains("claims"))
+            .count();
+        assert_eq!(
+            errors, 0,
+            "withoutHeaders regex \"*\" and claim matches are valid"
+        );
+        // An empty uri prefix matches everything and is allowed.
+        assert_clean(&vs_http(
+            json!({"route": to_reviews(), "match": [{"uri": {"prefix": ""}}]}),
+        ));
+    }
+
+    #[test]
+    fn redirect_rewrite_and_direct_response() {
+        let vs = vs_http(
+            json!({"redirect": {"redirectCode": 304, "port": 8080, "derivePort": "FROM_REQUEST_PORT", "scheme": "ftp"}}),
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].redirect.redirectCode",
+            "301, 302, 303, 307, 308",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].redirect.derivePort",
+            "only one of port or derivePort",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].redirect.scheme",
+            "invalid redirect scheme",
+        );
+        let vs = vs_http(json!({"redirect": {"redirectCode": 200}}));
+        assert_error(
+            &vs,
+            "spec.http[0].redirect",
+            "redirect must change something",
+        );
+        assert_error(&vs, "spec.http[0].redirect.redirectCode", "not a redirect");
+        let vs = vs_http(
+            json!({"route": to_reviews(), "rewrite": {"uri": "/a", "uriRegexRewrite": {"match": "(", "rewrite": "/"}}}),
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].rewrite.uriRegexRewrite",
+            "only one of uri or uriRegexRewrite",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].rewrite.uriRegexRewrite.match",
+            "invalid regex",
+        );
+        let vs = vs_http(json!({"route": to_reviews(), "rewrite": {}}));
+        assert_error(&vs, "spec.http[0].rewrite", "rewrite must change something");
+        let vs = vs_http(json!({"route": to_reviews(), "rewrite": {"authority": "a"},
+            "headers": {"request": {"set": {"host": "b"}}, "response": {"set": {"host": "c", ":status": "1"}, "remove": [""]}}}));
+        assert_error(
+            &vs,
+            "spec.http[0].rewrite.authority",
+            "authority is set twice",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].headers.response.set[\"host\"]",
+            "Host header cannot be changed",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].headers.response.set[\":status\"]",
+            "pseudo-headers",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].headers.response.remove[0]",
+            "must not be empty",
+        );
+        let vs = vs_http(
+            json!({"directResponse": {"status": 99, "body": {"string": "a", "bytes": "!!"}}}),
+        );
+        assert_error(&vs, "spec.http[0].directResponse.status", "200-599");
+        assert_error(
+            &vs,
+            "spec.http[0].directResponse.body.bytes",
+            "only one of string or bytes",
+        );
+        assert_clean(&vs_http(
+            json!({"directResponse": {"status": 200, "body": {"bytes": "aGVsbG8="}}}),
+        ));
+    }
+
+    #[test]
+    fn timeouts_retries_and_faults() {
+        let vs = vs_http(json!({"route": to_reviews(), "timeout": "500us",
+            "retries": {"attempts": -1, "perTryTimeout": "1.5ms", "retryOn": "5xx,bogus,503"}}));
+        assert_error(&vs, "spec.http[0].timeout", "at least 1ms");
+        assert_error(
+            &vs,
+            "spec.http[0].retries.attempts",
+            "expected a value >= 0",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].retries.perTryTimeout",
+            "millisecond precision",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].retries.retryOn",
+            "\"bogus\" is not a retry condition",
+        );
+        let vs =
+            vs_http(json!({"route": to_reviews(), "retries": {"attempts": 0, "retryOn": "5xx"}}));
+        assert_error(&vs, "spec.http[0].retries.attempts", "attempts is 0");
+        assert_clean(&vs_http(
+            json!({"route": to_reviews(), "timeout": "0.3s", "retries": {"attempts": 0}}),
+        ));
+        let vs = vs_http(json!({"route": to_reviews(), "fault": {
+            "delay": {"fixedDelay": "0s", "exponentialDelay": "1s", "percentage": {"value": 150}},
+            "abort": {"httpStatus": 700, "grpcStatus": "NOPE"}
+        }}));
+        assert_error(
+            &vs,
+            "spec.http[0].fault.delay.exponentialDelay",
+            "only one of fixedDelay or exponentialDelay",
+        );
+        assert_error(&vs, "spec.http[0].fault.delay.fixedDelay", "at least 1ms");
+        assert_error(
+            &vs,
+            "spec.http[0].fault.delay.percentage.value",
+            "out of range",
+        );
+        assert_error(&vs, "spec.http[0].fault.abort.httpStatus", "200-599");
+        assert_error(
+            &vs,
+            "spec.http[0].fault.abort.grpcStatus",
+            "unknown gRPC status",
+        );
+        assert_error(
+            &vs_http(json!({"route": to_reviews(), "fault": {}})),
+            "spec.http[0].fault",
+            "a delay and/or an abort",
+        );
+        let vs = vs_http(
+            json!({"route": to_reviews(), "mirror": {"host": "m"}, "mirrorPercentage": {"value": 101}, "mirrorPercent": 120}),
+        );
+        assert_error(&vs, "spec.http[0].mirrorPercentage.value", "out of range");
+        assert_error(&vs, "spec.http[0].mirrorPercent", "expected 0-100");
+        assert_warning(&vs, "spec.http[0].mirrorPercent", "deprecated");
+        let vs = vs_http(
+            json!({"route": to_reviews(), "corsPolicy": {"allowOrigins": [{"exact": "a", "prefix": "b"}, {"exact": ""}],
+            "allowMethods": ["FETCH"], "maxAge": "1.5s", "allowOrigin": ["x"]}}),
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].corsPolicy.allowOrigins[0].prefix",
+            "only one of",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].corsPolicy.allowOrigins[1]",
+            "needs a non-empty",
+        );
+        assert_error(
+            &vs,
+            "spec.http[0].corsPolicy.allowMethods[0]",
+            "unsupported CORS method",
+        );
+        assert_error(&vs, "spec.http[0].corsPolicy.maxAge", "whole seconds");
+        assert_warning(&vs, "spec.http[0].corsPolicy.allowOrigin", "deprecated");
+    }
+
+    #[test]
+    fn tls_and_tcp_routes() {
+        let vs: VirtualService = from_json(
+            json!({"hosts": ["*.bookinfo.com"], "gateways": ["gw"], "tls": [
+                {"match": [{"port": 443, "sniHosts": ["login.bookinfo.com"]}], "route": [{"destination": {"host": "login"}}]},
+                {"match": [{"sniHosts": ["evil.com"]}, {"destinationSubnets": ["10.0.0.0/33"]}], "route": [{"destination": {"host": "a"}}]},
+                {"route": []}
+            ]}),
+        );
+        assert_error(
+            &vs,
+            "spec.tls[1].match[0].sniHosts[0]",
+            "not within the VirtualService's hosts",
+        );
+        assert_error(
+            &vs,
+            "spec.tls[1].match[1].sniHosts",
+            "at least one SNI host",
+        );
+        assert_error(
+            &vs,
+            "spec.tls[1].match[1].destinationSubnets[0]",
+            "not a valid CIDR",
+        );
+        assert_error(&vs, "spec.tls[2].match", "at least one match");
+        assert_error(&vs, "spec.tls[2].route", "at least one destination");
+        assert!(
+            !issues(&vs)
+                .iter()
+                .any(|i| i.path.starts_with("spec.tls[0]")),
+            "{:#?}",
+            issues(&vs)
+        );
+        let vs: VirtualService = from_json(json!({"hosts": ["mongo"], "tcp": [
+            {"match": [{"sourceSubnet": "bogus", "port": 0}], "route": [{"destination": {"host": "a"}, "weight": 0}, {"destination": {"host": "b"}, "weight": 0}]},
+            {"route": [{"destination": {"host": "a"}}]},
+            {"route": [{"destination": {"host": "b"}}]}
+        ]}));
+        assert_error(&vs, "spec.tcp[0].match[0].sourceSubnet", "not a valid IP");
+        assert_error(&vs, "spec.tcp[0].route", "all destination weights are 0");
+        assert_warning(&vs, "spec.tcp[2]", "unreachable");
+    }
+
+    #[test]
+    fn unreachable_http_routes_are_warned() {
+        let vs: VirtualService = from_json(json!({"hosts": ["a"], "http": [
+            {"match": [{"uri": {"prefix": "/a"}}], "route": to_reviews()},
+            {"match": [{"name": "dup", "uri": {"prefix": "/a"}}], "route": to_reviews()},
+            {"route": to_reviews()},
+            {"match": [{"uri": {"prefix": "/b"}}], "route": to_reviews()}
+        ]}));
+        assert_warning(&vs, "spec.http[1].match[0]", "duplicates http[0].match[0]");
+        assert_warning(&vs, "spec.http[3]", "http[2] matches every request");
+        assert_clean(&vs);
+    }
+
+    // ----- DestinationRule ----------------------------------------------------------------------
+
+    const DESTINATION_RULE: &str = r#"
+        host: reviews.prod.svc.cluster.local
+        trafficPolicy:
+          loadBalancer:
+            simple: LEAST_REQUEST
+            localityLbSetting:
+              enabled: true
+              distribute:
+              - from: us-west/zone1/*
+                to:
+                  "us-west/zone1/*": 80
+                  "us-west/zone2/*": 20
+          connectionPool:
+            tcp:
+              maxConnections: 100
+              connectTimeout: 30ms
+              tcpKeepalive:
+                time: 7200s
+                interval: 75s
+            http:
+              http2MaxRequests: 1000
+              maxRequestsPerConnection: 10
+              idleTimeout: 1h
+          outlierDetection:
+            consecutive5xxErrors: 7
+            interval: 5m
+            baseEjectionTime: 15m
+            maxEjectionPercent: 50
+          tls:
+            mode: ISTIO_MUTUAL
+          portLevelSettings:
+          - port:
+              number: 9080
+            loadBalancer:
+              consistentHash:
+                httpCookie:
+                  name: user
+                  ttl: 0s
+                  attributes:
+                  - name: SameSite
+                    value: Strict
+                ringHash:
+                  minimumRingSize: 1024
+        subsets:
+        - name: testversion
+          labels:
+            version: v3
+          trafficPolicy:
+            loadBalancer:
+              simple: ROUND_ROBIN
+        - name: v2
+          labels:
+            version: v2
+        exportTo: ["."]
+    "#;
+
+    fn dr_policy(tp: Value) -> DestinationRule {
+        from_json(json!({"host": "reviews", "trafficPolicy": tp}))
+    }
+
+    #[test]
+    fn destination_rule_docs_example_is_valid_and_round_trips() {
+        let dr: DestinationRule = spec(DESTINATION_RULE);
+        assert!(issues(&dr).is_empty(), "{:#?}", issues(&dr));
+        assert_round_trip::<DestinationRule>(DESTINATION_RULE);
+        assert_eq!(dr.subset("v2").unwrap().labels["version"], "v2");
+        let tp = dr.traffic_policy.as_ref().unwrap();
+        assert_eq!(tp.tls.as_ref().unwrap().mode(), ClientTLSMode::IstioMutual);
+        assert_eq!(
+            tp.connection_pool
+                .as_ref()
+                .unwrap()
+                .tcp
+                .as_ref()
+                .unwrap()
+                .connect_timeout_or_default(),
+            StdDuration::from_millis(30)
+        );
+    }
+
+    #[test]
+    fn destination_rule_defaults_are_accessors() {
+        assert_eq!(
+            LoadBalancerSettings::default().simple_or_default(),
+            SimpleLB::LeastRequest
+        );
+        let lb: LoadBalancerSettings = from_json(json!({"simple": "UNSPECIFIED"}));
+        assert_eq!(lb.simple_or_default(), SimpleLB::LeastRequest);
+        assert_eq!(
+            serde_json::to_value(&lb).unwrap(),
+            json!({"simple": "UNSPECIFIED"}),
+            "round trip keeps what was written"
+        );
+        assert_eq!(
+            TCPSettings::default().connect_timeout_or_default(),
+            StdDuration::from_secs(10)
+        );
+        let od = OutlierDetection::default();
+        assert_eq!(od.consecutive_5xx_errors_or_default(), 5);
+        assert_eq!(od.interval_or_default(), StdDuration::from_secs(10));
+        assert_eq!(
+            od.base_ejection_time_or_default(),
+            StdDuration::from_secs(30)
+        );
+        assert_eq!(od.max_ejection_percent_or_default(), 10);
+        assert_eq!(ClientTLSSettings::default().mode(), ClientTLSMode::Disable);
+    }
+
+    #[test]
+    fn destination_rule_host_subsets_and_export() {
+        let dr: DestinationRule = from_json(json!({"subsets": [
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v1"},
+            {"labels": {"bad key!": "x"}},
+            {"name": "V_2"}
+        ]}));
+        assert_error(&dr, "spec.host", "host is required");
+        assert_warning(
+            &dr,
+            "spec.subsets[1].name",
+            "duplicate subset name \"v1\" (also subsets[0])",
+        );
+        assert_error(&dr, "spec.subsets[2].name", "subset name is required");
+        assert_error(
+            &dr,
+            "spec.subsets[2].labels[\"bad key!\"]",
+            "invalid label key",
+        );
+        assert_error(&dr, "spec.subsets[3].name", "invalid subset name");
+        let dr: DestinationRule = from_json(
+            json!({"host": "a", "workloadSelector": {"matchLabels": {"app": "x"}}, "exportTo": ["*"]}),
+        );
+        assert_error(&dr, "spec.exportTo", "only in its own namespace");
+        let dr: DestinationRule = from_json(json!({"host": "a", "exportTo": [".", "default"]}));
+        assert_error(
+            &dr,
+            "spec.exportTo[1]",
+            "already means the current namespace",
+        );
+        let dr: DestinationRule = from_json(json!({"host": "a", "trafficPolicy": {}}));
+        assert_error(&dr, "spec.trafficPolicy", "at least one field");
+    }
+
+    #[test]
+    fn traffic_policy_pools_outliers_and_tls() {
+        let dr = dr_policy(json!({
+            "connectionPool": {"http": {"http2MaxRequests": -1, "idleTimeout": "0s", "h2UpgradePolicy": "UPGRADE", "useClientProtocol": true},
+                               "tcp": {"maxConnections": -5, "connectTimeout": "0.5ms"}},
+            "outlierDetection": {"maxEjectionPercent": 150, "minHealthPercent": -1, "consecutiveLocalOriginFailures": 3, "consecutiveErrors": 2},
+            "tls": {"mode": "MUTUAL"}
+        }));
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.connectionPool.http.http2MaxRequests",
+            ">= 0",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.connectionPool.http.idleTimeout",
+            "at least 1ms",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+            "UPGRADE",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            ">= 0",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+            "at least 1ms",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+            "0-100",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.outlierDetection.minHealthPercent",
+            "0-100",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
+            "splitExternalLocalOriginErrors",
+        );
+        assert_warning(
+            &dr,
+            "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+            "deprecated",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tls.clientCertificate",
+            "MUTUAL TLS requires a client certificate",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tls.privateKey",
+            "MUTUAL TLS requires a private key",
+        );
+        assert_clean(&dr_policy(
+            json!({"tls": {"mode": "MUTUAL", "credentialName": "client-cred"}}),
+        ));
+        assert_clean(&dr_policy(
+            json!({"tls": {"mode": "SIMPLE", "sni": "a.example.com", "subjectAltNames": ["a"]}}),
+        ));
+        let dr = dr_policy(
+            json!({"tls": {"mode": "SIMPLE", "credentialName": "c", "caCertificates": "/ca"}}),
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tls.caCertificates",
+            "cannot be set with credentialName",
+        );
+        let dr = dr_policy(json!({"tls": {"mode": "ISTIO_MUTUAL", "caCertificates": "/ca"}}));
+        assert_error(&dr, "spec.trafficPolicy.tls.caCertificates", "ISTIO_MUTUAL");
+        let dr = dr_policy(
+            json!({"tls": {"mode": "SIMPLE", "insecureSkipVerify": true, "caCertificates": "/ca"}}),
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tls.insecureSkipVerify",
+            "cannot be combined",
+        );
+        let dr = dr_policy(json!({"connectionPool": {}}));
+        assert_error(&dr, "spec.trafficPolicy.connectionPool", "tcp and/or http");
+    }
+
+    #[test]
+    fn port_level_settings() {
+        let dr = dr_policy(json!({"portLevelSettings": [
+            {"loadBalancer": {"simple": "RANDOM"}},
+            {"port": {"number": 80}},
+            {"port": {"number": 80}, "tls": {"mode": "DISABLE"}},
+            {"port": {"number": 0}, "tls": {"mode": "DISABLE"}}
+        ]}));
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.portLevelSettings[0].port",
+            "port is required",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.portLevelSettings[1]",
+            "at least one of loadBalancer",
+        );
+        assert_warning(
+            &dr,
+            "spec.trafficPolicy.portLevelSettings[2].port.number",
+            "duplicate port 80",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.portLevelSettings[3].port.number",
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn load_balancer_oneofs() {
+        let dr = dr_policy(
+            json!({"loadBalancer": {"simple": "ROUND_ROBIN", "consistentHash": {
+                "httpHeaderName": "x-user", "httpCookie": {"name": ""}, "ringHash": {"minimumRingSize": 10}, "minimumRingSize": 10,
+                "maglev": {"tableSize": 1000}
+            }}}),
+        );
+        let lb = "spec.trafficPolicy.loadBalancer";
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash"),
+            "only one of simple or consistentHash",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.httpCookie"),
+            "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.maglev"),
+            "only one of ringHash or maglev",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.minimumRingSize"),
+            "only one of minimumRingSize or ringHash",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.httpCookie.name"),
+            "cookie name is required",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.httpCookie.ttl"),
+            "ttl is required",
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.consistentHash.maglev.tableSize"),
+            "not prime",
+        );
+        assert_clean(&dr_policy(
+            json!({"loadBalancer": {"consistentHash": {"useSourceIp": true, "maglev": {"tableSize": 65537}}}}),
+        ));
+        assert_warning(
+            &dr_policy(json!({"loadBalancer": {"consistentHash": {}}})),
+            &format!("{lb}.consistentHash"),
+            "no hash key",
+        );
+        let dr = dr_policy(
+            json!({"loadBalancer": {"warmup": {"minimumPercent": 120, "aggression": 0.5}, "warmupDurationSecs": "10s"}}),
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.warmup.duration"),
+            "duration is required",
+        );
+        assert_error(&dr, &format!("{lb}.warmup.minimumPercent"), "0-100");
+        assert_error(&dr, &format!("{lb}.warmup.aggression"), ">= 1");
+        assert_error(
+            &dr,
+            &format!("{lb}.warmupDurationSecs"),
+            "only one of warmupDurationSecs or warmup",
+        );
+    }
+
+    #[test]
+    fn locality_tunnel_and_retry_budget() {
+        let lb = "spec.trafficPolicy.loadBalancer.localityLbSetting";
+        let dr = dr_policy(
+            json!({"loadBalancer": {"localityLbSetting": {"distribute": [
+                {"from": "us-west/*", "to": {"us-west/zone1/*": 60, "us-east/*": 30}},
+                {"from": "us-*/zone", "to": {"us-west/zone1": 0, "us-east": 100}}
+            ]}}}),
+        );
+        assert_error(
+            &dr,
+            &format!("{lb}.distribute[0].to"),
+            "sum to 90: expected 100",
+        );
+        assert_error(&dr, &format!("{lb}.distribute[1].from"), "wildcard");
+        assert_error(
+            &dr,
+            &format!("{lb}.distribute[1].to[\"us-west/zone1\"]"),
+            "expected 1-100",
+        );
+        let dr = dr_policy(json!({"loadBalancer": {"localityLbSetting": {
+            "distribute": [{"from": "a", "to": {"b": 100}}], "failover": [{"from": "a", "to": "b"}]}}}));
+        assert_error(
+            &dr,
+            &format!("{lb}.failover"),
+            "distribute and failover cannot both be set",
+        );
+        let dr = dr_policy(json!({"loadBalancer": {"localityLbSetting": {
+            "failover": [{"from": "us-east", "to": "us-east"}, {"from": "us-east/z", "to": "eu"}],
+            "failoverPriority": ["topology.kubernetes.io/zone", "my-label"]}}}));
+        assert_error(
+            &dr,
+            &format!("{lb}.failover[0]"),
+            "must be different regions",
+        );
+        assert_error(&dr, &format!("{lb}.failover[1]"), "regions only");
+        assert_error(
+            &dr,
+            &format!("{lb}.failoverPriority[0]"),
+            "cannot be combined with failover",
+        );
+        let dr = dr_policy(
+            json!({"tunnel": {"protocol": "GET", "targetHost": "a b", "targetPort": 0}, "proxyProtocol": {"version": "V1"},
+            "retryBudget": {"percent": 120.0, "budgetInterval": "0.5ms"}}),
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.proxyProtocol",
+            "tunnel and proxyProtocol",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tunnel.protocol",
+            "\"CONNECT\" or \"POST\"",
+        );
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.tunnel.targetHost",
+            "expected a host name or IP",
+        );
+        assert_error(&dr, "spec.trafficPolicy.tunnel.targetPort", "out of range");
+        assert_error(&dr, "spec.trafficPolicy.retryBudget.percent", "0-100");
+        assert_error(
+            &dr,
+            "spec.trafficPolicy.retryBudget.budgetInterval",
+            "at least 1ms",
+        );
+    }
+
+    // ----- ServiceEntry -------------------------------------------------------------------------
+
+    const SERVICE_ENTRIES: &[&str] = &[
+        r#"
+        hosts:
+        - api.dropboxapi.com
+        - www.googleapis.com
+        ports:
+        - number: 443
+          name: https
+          protocol: TLS
+        resolution: DNS
+        location: MESH_EXTERNAL
+        "#,
+        r#"
+        hosts:
+        - mymongodb.somedomain
+        addresses:
+        - 192.192.192.192/24
+        ports:
+        - number: 27018
+          name: mongodb
+          protocol: MONGO
+        location: MESH_INTERNAL
+        resolution: STATIC
+        endpoints:
+        - address: 2.2.2.2
+        - address: 3.3.3.3
+          ports:
+            mongodb: 27019
+          labels:
+            version: v2
+        "#,
+        r#"
+        hosts:
+        - details.bookinfo.com
+        location: MESH_INTERNAL
+        ports:
+        - number: 80
+          name: http
+          protocol: HTTP
+          targetPort: 8080
+        resolution: STATIC
+        workloadSelector:
+          labels:
+            app: details-legacy
+        "#,
+        r#"
+        hosts:
+        - foo.bar.com
+        location: MESH_EXTERNAL
+        ports:
+        - number: 80
+          name: http
+          protocol: HTTP
+        resolution: DNS
+        endpoints:
+        - address: us.foo.bar.com
+          ports:
+            http: 8080
+        - address: uk.foo.bar.com
+          ports:
+            http: 9080
+        "#,
+        r#"
+        hosts:
+        - "*.wikipedia.org"
+        ports:
+        - number: 443
+          name: https
+          protocol: TLS
+        location: MESH_EXTERNAL
+        resolution: DYNAMIC_DNS
+        exportTo: ["~"]
+        "#,
+    ];
+
+    #[test]
+    fn service_entry_docs_examples_are_valid_and_round_trip() {
+        for text in SERVICE_ENTRIES {
+            let se: ServiceEntry = spec(text);
+            assert!(issues(&se).is_empty(), "{text}\n{:#?}", issues(&se));
+            assert_round_trip::<ServiceEntry>(text);
+        }
+        let se = ServiceEntry::default();
+        assert_eq!(se.resolution(), Resolution::None);
+        assert_eq!(se.location(), Location::MeshExternal);
+        let se: ServiceEntry = spec(SERVICE_ENTRIES[2]);
+        assert_eq!(se.ports[0].target_port_or_number(), 8080);
+        assert!(se
+            .workload_selector
+            .as_ref()
+            .unwrap()
+            .matches(&BTreeMap::from([
+                ("app".to_string(), "details-legacy".to_string()),
+                ("x".to_string(), "y".to_string())
+            ])));
+    }
+
+    #[test]
+    fn service_entry_hosts_ports_and_addresses() {
+        let se: ServiceEntry = from_json(
+            json!({"hosts": ["*", "*foo.com", "ok.com"], "addresses": ["10.0.0.1", "bogus", "10.0.0.0/8"],
+            "ports": [
+                {"number": 80, "name": "http", "protocol": "HTTP"},
+                {"number": 80, "name": "http", "protocol": "SMTP"},
+                {"number": 0, "name": "bad_name", "targetPort": 70000}
+            ], "resolution": "DNS"}),
+        );
+        assert_error(&se, "spec.hosts[0]", "not allowed in a ServiceEntry");
+        assert_warning(&se, "spec.hosts[1]", "partial wildcard");
+        assert_error(&se, "spec.addresses[1]", "not a valid IP address or CIDR");
+        assert_error(
+            &se,
+            "spec.addresses",
+            "CIDR addresses are only allowed with resolution NONE or STATIC",
+        );
+        assert_error(
+            &se,
+            "spec.ports[1].number",
+            "duplicate port number 80 (also ports[0])",
+        );
+        assert_error(
+            &se,
+            "spec.ports[1].name",
+            "duplicate port name \"http\" (also ports[0])",
+        );
+        assert_error(&se, "spec.ports[1].protocol", "invalid protocol \"SMTP\"");
+        assert_error(&se, "spec.ports[2].number", "out of range");
+        assert_error(&se, "spec.ports[2].name", "invalid port name");
+        assert_error(&se, "spec.ports[2].targetPort", "out of range");
+        assert_error(&se, "spec.hosts[1]", "cannot be resolved by DNS");
+        assert_error(&ServiceEntry::default(), "spec.hosts", "at least one host");
+    }
+
+    #[test]
+    fn service_entry_resolution_rules() {
+        let base = |extra: Value| -> ServiceEntry {
+            let mut v = json!({"hosts": ["svc.example.com"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            from_json(v)
+        };
+        let se = base(json!({"endpoints": [{"address": "1.1.1.1"}]}));
+        assert_error(
+            &se,
+            "spec.endpoints",
+            "resolution NONE cannot have endpoints",
+        );
+        let se = base(json!({"resolution": "STATIC", "endpoints": [
+            {"address": "db.example.com"},
+            {"address": "1.1.1.1", "ports": {"grpc": 9000}},
+            {"network": "net2"},
+            {}
+        ]}));
+        assert_error(&se, "spec.endpoints[0].address", "not an IP address");
+        assert_error(
+            &se,
+            "spec.endpoints[1].ports[\"grpc\"]",
+            "not a port name of the ServiceEntry",
+        );
+        assert_warning(&se, "spec.endpoints[2].address", "network");
+        assert_error(&se, "spec.endpoints[3].address", "address is required");
+        assert_warning(
+            &base(json!({"resolution": "STATIC"})),
+            "spec.endpoints",
+            "no endpoints",
+        );
+        let se = base(
+            json!({"resolution": "DNS", "endpoints": [{"address": "db.example.com"}, {"address": "not a host"}]}),
+        );
+        assert_error(&se, "spec.endpoints[1].address", "not an IP or host name");
+        let se = base(
+            json!({"resolution": "DNS_ROUND_ROBIN", "endpoints": [{"address": "a.com"}, {"address": "b.com"}]}),
+        );
+        assert_error(&se, "spec.endpoints", "at most one endpoint");
+        let se = base(
+            json!({"resolution": "STATIC", "endpoints": [{"address": "1.1.1.1"}], "workloadSelector": {"labels": {"app": "x"}}}),
+        );
+        assert_error(
+            &se,
+            "spec.workloadSelector",
+            "only one of workloadSelector or endpoints",
+        );
+        let se = base(
+            json!({"resolution": "STATIC", "workloadSelector": {"labels": {"app": "x*", "bad key!": "y"}}}),
+        );
+        assert_error(
+            &se,
+            "spec.workloadSelector.labels[\"app\"]",
+            "wildcards are not supported",
+        );
+        assert_error(
+            &se,
+            "spec.workloadSelector.labels[\"bad key!\"]",
+            "invalid label key",
+        );
+        let se = base(
+            json!({"resolution": "STATIC", "endpoints": [{"address": "unix:///var/run/sock", "ports": {"http": 80}}, {"address": "unix://relative"}]}),
+        );
+        assert_error(&se, "spec.endpoints[0].ports", "cannot have ports");
+        assert_error(&se, "spec.endpoints[1].address", "absolute path");
+    }
+
+    // ----- WorkloadEntry and WorkloadGroup ------------------------------------------------------
+
+    #[test]
+    fn workload_entry() {
+        let text = r#"
+            serviceAccount: details-legacy
+            address: 2.2.2.2
+            labels:
+              app: details-legacy
+              instance-id: vm1
+            ports:
+              http: 8080
+            network: vm-network
+            locality: us-west/zone1
+            weight: 3
+        "#;
+        let we: WorkloadEntry = spec(text);
+        assert!(issues(&we).is_empty(), "{:#?}", issues(&we));
+        assert_round_trip::<WorkloadEntry>(text);
+        assert_eq!(we.weight_or_default(), 3);
+        assert_eq!(WorkloadEntry::default().weight_or_default(), 1);
+        assert_clean(&from_json::<WorkloadEntry>(
+            json!({"address": "vm1.example.com"}),
+        ));
+        let we: WorkloadEntry = from_json(
+            json!({"ports": {"http": 0, "bad_name": 80}, "labels": {"app": "-x"}, "locality": "a//b"}),
+        );
+        assert_error(&we, "spec.address", "address is required");
+        assert_error(&we, "spec.ports[\"http\"]", "out of range");
+        assert_error(&we, "spec.ports[\"bad_name\"]", "invalid port name");
+        assert_error(&we, "spec.labels[\"app\"]", "invalid label value");
+        assert_error(&we, "spec.locality", "region/zone/subzone");
+        let we: WorkloadEntry =
+            from_json(json!({"address": "unix:///sock/", "ports": {"http": 80}}));
+        assert_error(&we, "spec.address", "must not be a directory");
+        assert_error(&we, "spec.ports", "cannot have ports");
+    }
+
+    #[test]
+    fn workload_group() {
+        let text = r#"
+            metadata:
+              labels:
+                app.kubernetes.io/name: reviews
+                app.kubernetes.io/version: "1.3.4"
+              annotations:
+                example: "true"
+            template:
+              ports:
+                grpc: 3550
+                http: 8080
+              serviceAccount: default
+            probe:
+              initialDelaySeconds: 5
+              timeoutSeconds: 3
+              periodSeconds: 4
+              successThreshold: 3
+              failureThreshold: 3
+              httpGet:
+                path: /foo/bar
+                host: 127.0.0.1
+                port: 3100
+                scheme: HTTPS
+                httpHeaders:
+                - name: Lit-Header
+                  value: Im-The-Best
+        "#;
+        let wg: WorkloadGroup = spec(text);
+        assert!(issues(&wg).is_empty(), "{:#?}", issues(&wg));
+        assert_round_trip::<WorkloadGroup>(text);
+        assert_error(
+            &WorkloadGroup::default(),
+            "spec.template",
+            "template is required",
+        );
+        let wg: WorkloadGroup = from_json(
+            json!({"template": {}, "probe": {"periodSeconds": -1, "httpGet": {"port": 0, "scheme": "ftp",
+            "httpHeaders": [{"name": "bad header"}]}, "tcpSocket": {"port": 80}}}),
+        );
+        assert_error(
+            &wg,
+            "spec.probe.tcpSocket",
+            "only one of httpGet, tcpSocket, exec or grpc",
+        );
+        assert_error(&wg, "spec.probe.periodSeconds", ">= 0");
+        assert_error(&wg, "spec.probe.httpGet.port", "out of range");
+        assert_error(&wg, "spec.probe.httpGet.scheme", "\"HTTP\" or \"HTTPS\"");
+        assert_error(
+            &wg,
+            "spec.probe.httpGet.httpHeaders[0].name",
+            "invalid probe header name",
+        );
+        let wg: WorkloadGroup =
+            from_json(json!({"template": {}, "probe": {"exec": {"command": []}}}));
+        assert_error(&wg, "spec.probe.exec.command", "exec.command is required");
+        let wg: WorkloadGroup = from_json(json!({"template": {}, "probe": {}}));
+        assert_error(&wg, "spec.probe", "a probe needs one of");
+        assert_clean(&from_json::<WorkloadGroup>(
+            json!({"template": {}, "probe": {"grpc": {"port": 9000, "service": "x"}}}),
+        ));
+    }
+
+    // ----- Sidecar ------------------------------------------------------------------------------
+
+    const SIDECAR: &str = r#"
+        workloadSelector:
+          labels:
+            app: productpage
+        ingress:
+        - port:
+            number: 9080
+            protocol: HTTP
+            name: somename
+          defaultEndpoint: unix:///var/run/someuds.sock
+        - port:
+            number: 8443
+            protocol: HTTPS
+            name: external
+          defaultEndpoint: 127.0.0.1:8080
+          tls:
+            mode: SIMPLE
+            privateKey: "/etc/istio/tls-certs/tls.key"
+            serverCertificate: "/etc/istio/tls-certs/tls.crt"
+          connectionPool:
+            tcp:
+              maxConnections: 100
+        egress:
+        - port:
+            number: 9080
+            protocol: HTTP
+            name: egresshttp
+          hosts:
+          - "prod-us1/*"
+        - port:
+            number: 0
+          bind: unix:///var/run/egress.sock
+          captureMode: NONE
+          hosts:
+          - "*/mysql.foo.com"
+        - hosts:
+          - "istio-system/*"
+          - "~/*"
+        outboundTrafficPolicy:
+          mode: ALLOW_ANY
+          egressProxy:
+            host: foo.bar.com
+            subset: v1
+            port:
+              number: 443
+        inboundConnectionPool:
+          http:
+            http1MaxPendingRequests: 1024
+    "#;
+
+    #[test]
+    fn sidecar_docs_example_is_valid_and_round_trips() {
+        let sc: Sidecar = spec(SIDECAR);
+        assert!(issues(&sc).is_empty(), "{:#?}", issues(&sc));
+        assert_round_trip::<Sidecar>(SIDECAR);
+        assert_eq!(sc.egress[1].capture_mode, Some(CaptureMode::None));
+        assert_eq!(
+            OutboundTrafficPolicy::default().mode(),
+            OutboundTrafficPolicyMode::RegistryOnly
+        );
+    }
+
+    #[test]
+    fn sidecar_rules() {
+        assert_error(&Sidecar::default(), "spec", "empty Sidecar");
+        let sc: Sidecar = from_json(json!({
+            "workloadSelector": {"labels": {}},
+            "egress": [
+                {"hosts": ["*/*"]},
+                {"port": {"number": 80, "protocol": "HTTP"}, "hosts": ["bar.com", "Bad_NS/*", "ns/*", "ns/a.com"]},
+                {"port": {"number": 80}, "hosts": []},
+                {"port": {"number": 0}, "bind": "10.0.0.1", "hosts": ["./*"]}
+            ],
+            "ingress": [
+                {},
+                {"port": {"number": 9080, "protocol": "HTTP"}, "defaultEndpoint": "10.0.0.1:8080"},
+                {"port": {"number": 9080, "protocol": "HTTP"}, "defaultEndpoint": "127.0.0.1:http", "bind": "nope"},
+                {"port": {"number": 9443, "protocol": "HTTP"}, "tls": {"mode": "ISTIO_MUTUAL", "credentialName": "x"}}
+            ],
+            "outboundTrafficPolicy": {"egressProxy": {"host": "proxy"}}
+        }));
+        assert_error(&sc, "spec.workloadSelector.labels", "needs labels");
+        assert_error(&sc, "spec.egress[0]", "without port must be the last");
+        assert_error(&sc, "spec.egress[1].hosts[0]", "expected namespace/dnsName");
+        assert_error(
+            &sc,
+            "spec.egress[1].hosts[1]",
+            "invalid namespace \"Bad_NS\"",
+        );
+        assert_warning(&sc, "spec.egress[1].hosts[3]", "duplicate egress host");
+        assert_error(&sc, "spec.egress[2].hosts", "at least one host");
+        assert_error(
+            &sc,
+            "spec.egress[2].port.number",
+            "duplicate egress port 80 (also egress[1])",
+        );
+        assert_error(&sc, "spec.egress[3].port.number", "unix domain socket bind");
+        assert_error(&sc, "spec.ingress[0].port", "port is required");
+        assert_error(
+            &sc,
+            "spec.ingress[1].defaultEndpoint",
+            "invalid defaultEndpoint host \"10.0.0.1\"",
+        );
+        assert_error(
+            &sc,
+            "spec.ingress[2].port.number",
+            "duplicate ingress port 9080",
+        );
+        assert_error(
+            &sc,
+            "spec.ingress[2].defaultEndpoint",
+            "invalid defaultEndpoint port",
+        );
+        assert_error(&sc, "spec.ingress[2].bind", "invalid bind address");
+        assert_error(
+            &sc,
+            "spec.ingress[3].tls.mode",
+            "not allowed for Sidecar ingress TLS",
+        );
+        assert_error(&sc, "spec.ingress[3].tls.credentialName", "not supported");
+        assert_error(
+            &sc,
+            "spec.ingress[3].tls",
+            "needs port protocol HTTPS or TLS",
+        );
+        assert_error(
+            &sc,
+            "spec.outboundTrafficPolicy.egressProxy",
+            "needs mode ALLOW_ANY",
+        );
+        assert_error(
+            &sc,
+            "spec.outboundTrafficPolicy.egressProxy.port",
+            "port is required",
+        );
+        for ok in [
+            "127.0.0.1:80",
+            "0.0.0.0:80",
+            "[::1]:80",
+            "[::]:80",
+            ":80",
+            "unix://@abstract",
+        ] {
+            assert!(check_default_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in ["localhost:80", "127.0.0.1", "::1:80", "127.0.0.1:0"] {
+            assert!(check_default_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    // ----- helpers ------------------------------------------------------------------------------
+
+    #[test]
+    fn host_matching_follows_istio() {
+        assert!(host_matches("*.foo.com", "bar.foo.com"));
+        assert!(host_matches("*", "anything"));
+        assert!(host_matches("*.com", "*.foo.com"));
+        assert!(!host_matches("foo.com", "bar.com"));
+        assert!(host_subset_of("a.foo.com", "*.foo.com"));
+        assert!(host_subset_of("*.a.foo.com", "*.foo.com"));
+        assert!(!host_subset_of("*.foo.com", "a.foo.com"));
+        assert!(!host_subset_of("foo.com", "*.foo.com"));
+        assert_eq!(Protocol::parse("gRPC-Web"), Some(Protocol::GrpcWeb));
+        assert!(Protocol::parse("Https").unwrap().is_tls());
+        assert_eq!(Protocol::parse("smtp"), None);
+        assert!(is_prime(65537) && !is_prime(65536) && !is_prime(1));
     }
 }

@@ -220,7 +220,11 @@ pub struct RouteOrigin {
 
 impl std::fmt::Display for RouteOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VirtualService {} rule {}", self.virtual_service, self.rule)
+        write!(
+            f,
+            "VirtualService {} rule {}",
+            self.virtual_service, self.rule
+        )
     }
 }
 
@@ -447,7 +451,11 @@ pub struct ConsistentHash {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
     SourceIp,
     QueryParameter(String),
 }
@@ -497,7 +505,10 @@ pub enum UpstreamTls {
     None,
     /// Istio mTLS with the proxy's workload certificate; peers must present one of these
     /// SPIFFE identities (empty: any identity from the mesh CA).
-    IstioMutual { expected_identities: Vec<String>, sni: Option<String> },
+    IstioMutual {
+        expected_identities: Vec<String>,
+        sni: Option<String>,
+    },
     /// TLS origination (SIMPLE/MUTUAL) to an external or in-mesh server.
     Tls {
         sni: Option<String>,

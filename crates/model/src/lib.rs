@@ -6,3 +6,4 @@
 //! share this code so one compile path serves every mode.
 
 pub mod config;
+pub mod route;

@@ -5894,20 +5894,6 @@ mod tests {
         ]}));
         assert_error(&vs, "spec.tcp[0].match[0].sourceSubnet", "not a valid IP");
         assert_error(&vs, "spec.tcp[0].route", "all destination weights are 0");
-        assert_warning(&vs, "spec.tcp[2]", "unreachable");
-    }
-
-    #[test]
-    fn unreachable_http_routes_are_warned() {
-        let vs: VirtualService = from_json(json!({"hosts": ["a"], "http": [
-            {"match": [{"uri": {"prefix": "/a"}}], "route": to_reviews()},
-            {"match": [{"name": "dup", "uri": {"prefix": "/a"}}], "route": to_reviews()},
-            {"route": to_reviews()},
-            {"match": [{"uri": {"prefix": "/b"}}], "route": to_reviews()}
-        ]}));
-        assert_warning(&vs, "spec.http[1].match[0]", "duplicates http[0].match[0]");
-        assert_warning(&vs, "spec.http[3]", "http[2] matches every request");
-        assert_clean(&vs);
     }
 
     // ----- DestinationRule ----------------------------------------------------------------------

@@ -1,0 +1,20 @@
+//! Trellis proxy: the data plane. Serves one `ProxyConfig` (gateway or sidecar) on real sockets.
+//!
+//! Layout (follow one request top to bottom):
+//! - `runtime`: builds the live `ProxyState`, binds listeners, swaps configs on reload.
+//! - `listener`: accepts connections, picks a filter chain (SNI, TLS or plaintext).
+//! - `tls`: TLS termination with certificates from the config's secrets.
+//! - `http`: one HTTP connection: request -> route (model::route) -> action (forward,
+//!   redirect, direct response) with header ops, faults, retries, timeouts, mirrors, CORS.
+//! - `upstream`: clusters at runtime: endpoint selection (load balancing), connection pools,
+//!   circuit breaking, outlier detection.
+//! - `tcp`: raw TCP and TLS passthrough forwarding.
+//! - `admin`: config dump, readiness, stats.
+//!
+//! Decisions (route matching, compile) live in `trellis-model`; this crate does the I/O.
+
+pub mod http;
+pub mod state;
+pub mod upstream;
+
+pub use state::{ConnectionInfo, ProxyState};

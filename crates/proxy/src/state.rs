@@ -1,0 +1,52 @@
+//! `ProxyState`: what every connection shares (the current config, swapped atomically, and the
+//! runtime upstream state), and `ConnectionInfo`: what a listener knows about one connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use trellis_model::config::{ProxyConfig, Scheme};
+
+use crate::upstream::Upstreams;
+
+/// Shared by all connections of one proxy.
+pub struct ProxyState {
+    /// The config in force. Readers `load()` it once per request; a reload `store()`s a new one
+    /// without disturbing requests in flight.
+    pub config: ArcSwap<ProxyConfig>,
+    /// Runtime state of clusters (pools, LB, outlier ejections), keyed by cluster name.
+    pub upstreams: Upstreams,
+}
+
+impl ProxyState {
+    pub fn new(config: ProxyConfig) -> Arc<Self> {
+        Arc::new(ProxyState {
+            config: ArcSwap::from_pointee(config),
+            upstreams: Upstreams::default(),
+        })
+    }
+
+    /// Installs a new config; upstream state for clusters that still exist is kept.
+    pub fn swap(&self, config: ProxyConfig) {
+        self.config.store(Arc::new(config));
+    }
+}
+
+/// Facts about one downstream connection, from the listener and TLS layer.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// Listener name (for logs, metrics).
+    pub listener: Arc<str>,
+    /// Port in the config's terms (the Gateway server port, the service port), which routing
+    /// matches on even when the socket was remapped for local runs.
+    pub listener_port: u16,
+    pub local_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// Route table for HTTP chains.
+    pub route_table: Arc<str>,
+    pub scheme: Scheme,
+    /// SNI the client sent, when TLS was terminated.
+    pub sni: Option<String>,
+    /// SPIFFE identity of the peer (mTLS), when known.
+    pub peer_identity: Option<String>,
+}

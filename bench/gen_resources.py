@@ -91,7 +91,7 @@ spec:
   rules:
   - from: [{{source: {{principals: ["cluster.local/ns/{ns}/sa/caller"]}}}}]
     to: [{{operation: {{methods: [GET, POST], paths: ["/api/*"]}}}}]
-    when: [{{key: request.headers[x-tenant], values: ["{ns}"]}}]
+    when: [{{key: "request.headers[x-tenant]", values: ["{ns}"]}}]
 """)
         docs.append(f"""apiVersion: security.istio.io/v1
 kind: PeerAuthentication

@@ -52,6 +52,10 @@ pub struct Context<'a> {
     pub namespaces: HashMap<&'a str, &'a Resource>,
     /// `ns/name` of every Secret that exists or will exist (cert-manager Certificates).
     pub secrets: HashSet<String>,
+    /// Resources grouped by kind, in input order.
+    by_kind: HashMap<Kind, Vec<&'a Resource>>,
+    /// (namespace, name) -> index in `services`.
+    service_index: HashMap<(&'a str, &'a str), usize>,
     messages: Vec<Message>,
 }
 
@@ -132,7 +136,18 @@ impl<'a> Context<'a> {
             }
         }
         crate::analyzers::workload_entries(resources, &mut workloads);
+        let mut by_kind: HashMap<Kind, Vec<&'a Resource>> = HashMap::new();
+        for r in resources {
+            by_kind.entry(r.kind).or_default().push(r);
+        }
+        let service_index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.namespace, s.name), i))
+            .collect();
         Context {
+            by_kind,
+            service_index,
             resources,
             mesh,
             services,
@@ -145,7 +160,12 @@ impl<'a> Context<'a> {
 
     /// Resources of one kind.
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &'a Resource> + '_ {
-        self.resources.iter().filter(move |r| r.kind == kind)
+        self.by_kind
+            .get(&kind)
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .copied()
     }
 
     /// The cluster's DNS suffix for short names.
@@ -167,9 +187,8 @@ impl<'a> Context<'a> {
     pub fn service_by_fqdn(&self, fqdn: &str) -> Option<&ServiceInfo<'a>> {
         let rest = fqdn.strip_suffix(self.domain_suffix())?.strip_suffix('.')?;
         let (name, ns) = rest.split_once('.')?;
-        self.services
-            .iter()
-            .find(|s| s.name == name && s.namespace == ns)
+        let i = *self.service_index.get(&(ns, name))?;
+        self.services.get(i)
     }
 
     /// Workloads in `namespace` (or anywhere when `None`) whose labels include `selector`.

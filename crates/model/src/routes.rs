@@ -963,8 +963,10 @@ mod tests {
         };
         assert_eq!(retry_policy(Some(&off), &mesh), None);
 
-        let mut no_retries = MeshConfig::default();
-        no_retries.default_http_retry_policy = Some(trellis_api::mesh::HttpRetry::default());
+        let no_retries = MeshConfig {
+            default_http_retry_policy: Some(trellis_api::mesh::HttpRetry::default()),
+            ..Default::default()
+        };
         assert_eq!(retry_policy(None, &no_retries), None);
         assert!(retry_policy(Some(&explicit), &no_retries).is_some());
     }

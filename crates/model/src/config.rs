@@ -220,6 +220,8 @@ pub struct Route {
     pub cors: Option<CorsPolicy>,
 }
 
+/// `virtual_service` is empty for routes compile generates (`default`, `allow_any`,
+/// `block_all`), named by `rule`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteOrigin {
     pub virtual_service: String,

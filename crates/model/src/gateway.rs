@@ -201,13 +201,21 @@ impl<'a> Compiler<'a> {
                 PortClass::PlainHttp => {
                     let name = format!("http.{port}");
                     self.gateway_route_table(&name, port, &servers, true)?;
+                    // HTTP2/GRPC servers expect h2 (h1 is still accepted by the runtime).
+                    let h2 = servers
+                        .iter()
+                        .all(|s| matches!(s.protocol, Protocol::Http2 | Protocol::Grpc));
                     vec![FilterChain {
                         name: name.clone(),
                         filter_match: ChainMatch::default(),
                         tls: None,
                         handler: ChainHandler::Http(HttpManager {
                             route_table: name,
-                            codec: HttpCodec::Auto,
+                            codec: if h2 {
+                                HttpCodec::Http2
+                            } else {
+                                HttpCodec::Auto
+                            },
                             scheme: Scheme::Http,
                         }),
                     }]

@@ -1375,6 +1375,8 @@ spec:
     hosts: ["*/*"]
   - port: {number: 8443, name: clash, protocol: TCP}
     hosts: ["*/*"]
+  - port: {number: 8081, name: grpc, protocol: GRPC}
+    hosts: ["*/*"]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -1427,10 +1429,14 @@ spec:
         vec![
             "0.0.0.0_5432",
             "0.0.0.0_8080",
+            "0.0.0.0_8081",
             "0.0.0.0_8443",
             "0.0.0.0_9443"
         ]
     );
+    let grpc = &listener(&c, "0.0.0.0_8081").filter_chains[0];
+    assert!(matches!(&grpc.handler, ChainHandler::Http(h) if h.codec == HttpCodec::Http2));
+    assert_eq!(vhost(&c, "http.8081", "*").routes[0].origin.rule, "wild");
     assert!(c
         .warnings
         .iter()
@@ -1570,4 +1576,58 @@ spec:
     };
     let c = compile(&res, &MeshConfig::default(), &target, "1").unwrap();
     assert!(c.listeners.is_empty() && !c.warnings.is_empty());
+}
+
+/// Every manifest the project ships compiles, for every workload, as a sidecar and as a
+/// gateway, without panicking (alone, and all together).
+#[test]
+fn every_shipped_manifest_compiles_for_every_workload() {
+    fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                yaml_files(&p, out);
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && p.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    yaml_files(&repo("tests/manifests"), &mut files);
+    yaml_files(&repo("examples"), &mut files);
+    assert!(files.len() > 20);
+    let opts = LoadOptions::default();
+    let mut all = ResourceSet::default();
+    let mut sets = Vec::new();
+    for f in &files {
+        let mut one = ResourceSet::default();
+        one.add_path(f, &opts);
+        all.add_path(f, &opts);
+        sets.push(one.resources);
+    }
+    sets.push(all.resources);
+    let mut compiled = 0;
+    for res in &sets {
+        for w in trellis_model::registry::workloads(res) {
+            let mut target = find_target(res, &w.namespace, &w.name).unwrap();
+            for kind in [ProxyKind::Sidecar, ProxyKind::Gateway] {
+                target.kind = kind;
+                match compile(res, &MeshConfig::default(), &target, "x") {
+                    Ok(c) => {
+                        compiled += 1;
+                        serde_json::to_string(&c).unwrap();
+                    }
+                    Err(CompileError::Invalid(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+    assert!(compiled > 50, "{compiled}");
 }

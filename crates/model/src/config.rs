@@ -58,6 +58,9 @@ pub struct ProxyConfig {
     pub endpoints: BTreeMap<String, Arc<ClusterEndpoints>>,
     /// TLS certificates by secret name (gateway `credentialName`, files).
     pub secrets: BTreeMap<String, Arc<TlsSecret>>,
+    /// Problems found while compiling that did not stop it (a credential Secret that is not in
+    /// the resources, conflicting gateway servers, unsupported fields). Sorted, deduplicated.
+    pub warnings: Vec<String>,
 }
 
 /// A listening socket and what to do with connections on it.
@@ -98,6 +101,9 @@ pub struct ChainMatch {
     pub tls_only: bool,
     /// Only plaintext connections.
     pub plaintext_only: bool,
+    /// Only connections whose (original) destination port is this one (`virtualInbound`
+    /// chains, one per workload port). `None` matches any port.
+    pub destination_port: Option<u16>,
 }
 
 /// TLS termination.
@@ -170,6 +176,8 @@ pub struct SniRoute {
     pub origin: String,
     /// SNI names (exact or `*.suffix`).
     pub server_names: Vec<String>,
+    /// Destination subnets the connection's original destination must be in (empty = any).
+    pub destination_subnets: Vec<ipnet::IpNet>,
     pub port: Option<u16>,
     pub clusters: WeightedClusters,
 }
@@ -212,6 +220,8 @@ pub struct Route {
     pub cors: Option<CorsPolicy>,
 }
 
+/// `virtual_service` is empty for routes compile generates (`default`, `allow_any`,
+/// `block_all`), named by `rule`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RouteOrigin {
     pub virtual_service: String,
@@ -401,6 +411,9 @@ pub struct Cluster {
     pub pool: ConnectionPool,
     pub outlier: Option<OutlierDetection>,
     pub tls: UpstreamTls,
+    /// `tls` was chosen by auto mTLS (no DestinationRule TLS setting): mTLS goes only to the
+    /// endpoints with `mesh: true`, the others get plaintext (Envoy's transport socket match).
+    pub auto_mtls: bool,
     /// The DestinationRule that shaped this cluster (`ns/name`), for explain and proxy-config.
     pub destination_rule: Option<String>,
 }
@@ -517,6 +530,9 @@ pub enum UpstreamTls {
         private_key: Option<String>,
         subject_alt_names: Vec<String>,
         insecure_skip_verify: bool,
+        /// Client certificate, key and CA from a `credentialName` Secret (gateways), by name
+        /// in `ProxyConfig::secrets`; takes the place of the file fields.
+        credential: Option<String>,
     },
 }
 
@@ -556,4 +572,16 @@ pub struct TlsSecret {
     pub ca_pem: Option<String>,
     /// Where it came from (`Secret istio-system/x`, a file path).
     pub source: String,
+    /// The PEMs live in files the runtime reads (and re-reads on reload): Gateway
+    /// `serverCertificate`/`privateKey`/`caCertificates`. The `*_pem` fields are empty then.
+    pub files: Option<SecretFiles>,
+}
+
+/// File paths of a certificate, its key and a CA bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretFiles {
+    /// Empty for a CA-only secret.
+    pub cert_chain: String,
+    pub private_key: String,
+    pub ca: Option<String>,
 }

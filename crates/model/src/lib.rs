@@ -1,10 +1,16 @@
 //! Trellis model: what one proxy should do, computed from resources. Pure: no I/O.
 //!
 //! Owns the service registry (`registry`), the compiled per-proxy configuration (`config`),
-//! the compiler from Istio resources to that configuration (`compile`) and the decisions made
-//! per request on it (`route` matching). The proxy, `trellis explain` and the control plane
-//! share this code so one compile path serves every mode.
+//! the compiler from Istio resources to that configuration (`compile`, with `gateway`,
+//! `sidecar`, `routes` and `cluster`) and the decisions made per request on it (`route`
+//! matching). The proxy, `trellis explain` and the control plane share this code so one
+//! compile path serves every mode.
 
+pub mod cluster;
 pub mod compile;
 pub mod config;
+mod gateway;
+pub mod registry;
 pub mod route;
+pub mod routes;
+pub mod sidecar;

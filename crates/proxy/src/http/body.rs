@@ -163,8 +163,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.rec
@@ -179,6 +179,10 @@ where
                         } else {
                             data.extend_from_slice(d);
                         }
+                    }
+                    // Clients may stop polling once Content-Length bytes arrived.
+                    if this.inner.is_end_stream() {
+                        this.rec.mark(RecordState::Complete);
                     }
                 } else if frame.is_trailers() {
                     // Request trailers are forwarded but not replayed.

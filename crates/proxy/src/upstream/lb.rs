@@ -139,8 +139,15 @@ pub fn choose<C: Candidate>(
             if n == 1 {
                 ok(0).then_some(0)
             } else {
+                // Two distinct choices when possible (with two hosts: both compared).
                 let a = sample(schedule, n, &ok, None);
-                let b = sample(schedule, n, &ok, None);
+                let mut b = sample(schedule, n, &ok, None);
+                for _ in 0..3 {
+                    if b != a {
+                        break;
+                    }
+                    b = sample(schedule, n, &ok, None);
+                }
                 match (a, b) {
                     (Some(a), Some(b)) => Some(if hosts[b].active() < hosts[a].active() {
                         b

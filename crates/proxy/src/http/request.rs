@@ -1,8 +1,10 @@
 //! The life cycle of one request, in order:
 //!
 //! 1. **validate**: what hyper lets through but Envoy rejects (lowercase methods, raw `\` or
-//!    control bytes in the path, a non-origin-form target, HTTP/1.1 without Host,
-//!    Content-Length together with Transfer-Encoding) → 400.
+//!    control bytes in the path, a non-origin-form target, HTTP/1.1 without Host, repeated
+//!    Host) → 400. (hyper itself refuses malformed heads, signed or conflicting
+//!    Content-Length and unknown Transfer-Encoding; with both Content-Length and chunked
+//!    it drops Content-Length and closes the connection after the response.)
 //! 2. **route**: the listener's route table, virtual host by authority, first matching rule
 //!    (`trellis_model::route`). None → 404 `NR`. `httpsRedirect` hosts on plaintext → 301.
 //! 3. **CORS**: preflights answered here.
@@ -262,12 +264,6 @@ fn validate(parts: &http::request::Parts, has_authority: bool) -> Result<(), &'s
     }
     if !has_authority && parts.version == Version::HTTP_11 {
         return Err("missing host header");
-    }
-    if parts.version < Version::HTTP_2
-        && parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(http::header::CONTENT_LENGTH)
-    {
-        return Err("both content-length and transfer-encoding");
     }
     if parts.headers.get_all(http::header::HOST).iter().count() > 1 {
         return Err("multiple host headers");

@@ -50,7 +50,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             let named: Vec<HeaderName> = list
                 .split(',')
                 .map(str::trim)
-                .filter(|n| !n.is_empty() && !(keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
+                .filter(|n| !(n.is_empty() || keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
                 .filter_map(|n| HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).ok())
                 .collect();
             for n in named {

@@ -491,3 +491,76 @@ async fn least_request_prefers_the_idle_endpoint() {
         b.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_survive_an_equal_reload() {
+    let up = Upstream::echo("up").await;
+    let mk = || {
+        one_route(
+            route("r", vec![], to("up")),
+            vec![(cluster("up"), vec![up.addr])],
+        )
+    };
+    let p = Proxy::start(mk()).await;
+    let mut cl = H1Client::connect(p.addr).await;
+    for _ in 0..20 {
+        assert_eq!(cl.get("x", "/", &[]).await.status, 200);
+    }
+    // Fresh client connections share the pool too.
+    for _ in 0..5 {
+        assert_eq!(get(p.addr, "x", "/", &[]).await.status, 200);
+    }
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one keep-alive upstream connection"
+    );
+    // A reload with an equal cluster keeps the runtime (and its pool).
+    let before = Arc::as_ptr(&p.state.upstreams.clusters()[0]);
+    p.state.swap(mk());
+    assert_eq!(cl.get("x", "/", &[]).await.status, 200);
+    assert_eq!(Arc::as_ptr(&p.state.upstreams.clusters()[0]), before);
+    assert_eq!(up.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A changed cluster gets a new runtime; a removed one is dropped.
+    let mut changed = mk();
+    let mut c = cluster("up");
+    c.lb = LbPolicy::RoundRobin;
+    changed.clusters.insert("up".into(), Arc::new(c));
+    p.state.swap(changed);
+    assert!(p.state.upstreams.clusters().is_empty());
+    assert_eq!(cl.get("x", "/", &[]).await.status, 200);
+    assert_eq!(
+        p.state.upstreams.clusters()[0].config.lb,
+        LbPolicy::RoundRobin
+    );
+}
+
+#[tokio::test]
+async fn dns_clusters_resolve_their_endpoints() {
+    let up = Upstream::echo("up").await;
+    let mut c = cluster("ext");
+    c.discovery = Discovery::Dns;
+    let mut cfg = one_route(route("r", vec![], to("ext")), vec![(c, vec![])]);
+    let mut ep = endpoint(up.addr);
+    ep.address = EndpointAddress::Dns {
+        host: "localhost".into(),
+        port: up.addr.port(),
+    };
+    cfg.endpoints.insert(
+        "ext".into(),
+        Arc::new(ClusterEndpoints {
+            endpoints: vec![ep],
+        }),
+    );
+    // `localhost` may also resolve to ::1, where nothing listens: retry another host.
+    let table = Arc::get_mut(cfg.routes.get_mut("http").unwrap()).unwrap();
+    let mut policy = retry(2, &["connect-failure"]);
+    policy.retry_other_host = true;
+    table.virtual_hosts[0].routes[0].retry = Some(policy);
+    let p = Proxy::start(cfg).await;
+    for _ in 0..5 {
+        let r = get(p.addr, "x", "/", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.echo("upstream").unwrap(), "up");
+    }
+}

@@ -141,13 +141,10 @@ pub fn choose<C: Candidate>(
             } else {
                 // Two distinct choices when possible (with two hosts: both compared).
                 let a = sample(schedule, n, &ok, None);
-                let mut b = sample(schedule, n, &ok, None);
-                for _ in 0..3 {
-                    if b != a {
-                        break;
-                    }
-                    b = sample(schedule, n, &ok, None);
-                }
+                let b = a.and_then(|a| {
+                    let off = rand::rng().random_range(1..n);
+                    (0..n).map(|k| (a + off + k) % n).find(|&i| i != a && ok(i))
+                });
                 match (a, b) {
                     (Some(a), Some(b)) => Some(if hosts[b].active() < hosts[a].active() {
                         b

@@ -35,29 +35,43 @@ const DNS_TTL: Duration = Duration::from_secs(30);
 /// snapshot of the map); creating or dropping a runtime takes a short lock.
 #[derive(Default)]
 pub struct Upstreams {
-    map: ArcSwap<HashMap<String, Arc<ClusterRuntime>>>,
+    map: ArcSwap<HashMap<String, Entry>>,
     write: Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    /// The definition last seen for this runtime (pointer identity for the fast path).
+    def: Arc<Cluster>,
+    rt: Arc<ClusterRuntime>,
 }
 
 impl Upstreams {
     /// The runtime of cluster `name` in `config`; `None` when the config has no such cluster.
+    /// Fast path: one atomic load and a pointer comparison. A definition that is equal but
+    /// was rebuilt (a reload) is compared once, then remembered by pointer.
     pub fn get(&self, config: &ProxyConfig, name: &str) -> Option<Arc<ClusterRuntime>> {
         let def = config.clusters.get(name)?;
-        if let Some(rt) = self.map.load().get(name) {
-            if Arc::ptr_eq(&rt.config, def) || *rt.config == **def {
-                return Some(rt.clone());
+        if let Some(e) = self.map.load().get(name) {
+            if Arc::ptr_eq(&e.def, def) {
+                return Some(e.rt.clone());
             }
         }
         let _w = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.map.load_full();
-        if let Some(rt) = current.get(name) {
-            if Arc::ptr_eq(&rt.config, def) || *rt.config == **def {
-                return Some(rt.clone());
-            }
-        }
-        let rt = Arc::new(ClusterRuntime::new(def.clone()));
+        let rt = match current.get(name) {
+            Some(e) if Arc::ptr_eq(&e.def, def) => return Some(e.rt.clone()),
+            Some(e) if *e.rt.config == **def => e.rt.clone(),
+            _ => Arc::new(ClusterRuntime::new(def.clone())),
+        };
         let mut next = (*current).clone();
-        next.insert(name.to_string(), rt.clone());
+        next.insert(
+            name.to_string(),
+            Entry {
+                def: def.clone(),
+                rt: rt.clone(),
+            },
+        );
         self.map.store(Arc::new(next));
         Some(rt)
     }
@@ -69,22 +83,25 @@ impl Upstreams {
         let current = self.map.load_full();
         let next: HashMap<_, _> = current
             .iter()
-            .filter(|(name, rt)| {
-                config
-                    .clusters
-                    .get(*name)
-                    .is_some_and(|def| *rt.config == **def)
+            .filter_map(|(name, e)| {
+                let def = config.clusters.get(name)?;
+                (*e.rt.config == **def).then(|| {
+                    (
+                        name.clone(),
+                        Entry {
+                            def: def.clone(),
+                            rt: e.rt.clone(),
+                        },
+                    )
+                })
             })
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if next.len() != current.len() {
-            self.map.store(Arc::new(next));
-        }
+        self.map.store(Arc::new(next));
     }
 
     /// Every live cluster runtime (for admin `/clusters`).
     pub fn clusters(&self) -> Vec<Arc<ClusterRuntime>> {
-        let mut v: Vec<_> = self.map.load().values().cloned().collect();
+        let mut v: Vec<_> = self.map.load().values().map(|e| e.rt.clone()).collect();
         v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         v
     }

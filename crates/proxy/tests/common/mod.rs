@@ -241,6 +241,7 @@ impl Proxy {
                 let Ok((sock, peer)) = listener.accept().await else {
                     continue;
                 };
+                let _ = sock.set_nodelay(true);
                 let conn = ConnectionInfo {
                     listener: "test".into(),
                     listener_port: port,
@@ -313,6 +314,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
 }
 
 /// The echo reply: `upstream=`, `method=`, `path=`, `version=`, then `h:name=value` lines.
@@ -358,11 +361,14 @@ impl Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (h, s) = (hits.clone(), seen.clone());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let (handler, hits, seen) = (handler.clone(), h.clone(), s.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -422,6 +428,7 @@ impl Upstream {
             addr,
             hits,
             seen,
+            conns,
         }
     }
 

@@ -41,7 +41,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let grpc = body::header_map_is_grpc(&parts.headers);
     let authority = authority_of(&parts);
-    let mut log = Box::new(AccessLog {
+    let mut log = LogGuard(Some(Box::new(AccessLog {
         start: Instant::now(),
         wall: SystemTime::now(),
         method: parts.method.clone(),
@@ -62,7 +62,7 @@ pub async fn handle(
         upstream_cluster: None,
         route: None,
         listener: conn.listener.clone(),
-    });
+    })));
 
     // 1. validate
     if let Err(why) = validate(&parts, authority.is_some()) {
@@ -205,12 +205,37 @@ fn roll(percent: f64) -> bool {
     percent >= 100.0 || (percent > 0.0 && rand::rng().random::<f64>() * 100.0 < percent)
 }
 
+/// Holds the access log entry until the response is built; if the request is abandoned
+/// before that (the client went away while waiting), the line is written with `DC`.
+struct LogGuard(Option<Box<AccessLog>>);
+
+impl std::ops::Deref for LogGuard {
+    type Target = AccessLog;
+    fn deref(&self) -> &AccessLog {
+        self.0.as_deref().expect("log entry present until finish")
+    }
+}
+
+impl std::ops::DerefMut for LogGuard {
+    fn deref_mut(&mut self) -> &mut AccessLog {
+        self.0
+            .as_deref_mut()
+            .expect("log entry present until finish")
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(mut log) = self.0.take() {
+            log.flags.set(Flag::DC);
+            log.emit();
+        }
+    }
+}
+
 /// Wraps the body so the access log line is written when it ends.
-fn finish(
-    resp: Response<Body>,
-    slot: Option<InFlightSlot>,
-    mut log: Box<AccessLog>,
-) -> Response<Body> {
+fn finish(resp: Response<Body>, slot: Option<InFlightSlot>, mut guard: LogGuard) -> Response<Body> {
+    let mut log = guard.0.take().expect("log entry present until finish");
     log.status = resp.status().as_u16();
     let (mut parts, inner) = resp.into_parts();
     if !parts.headers.contains_key(http::header::SERVER) {

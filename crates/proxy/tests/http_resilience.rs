@@ -564,3 +564,41 @@ async fn dns_clusters_resolve_their_endpoints() {
         assert_eq!(r.echo("upstream").unwrap(), "up");
     }
 }
+
+#[tokio::test]
+async fn http2_max_requests_overflows_with_uo() {
+    let slow = Upstream::start(
+        "slow",
+        Arc::new(|s: &Seen| echo_reply("slow", s).delayed(Duration::from_millis(600))),
+    )
+    .await;
+    let mut c = cluster("slow");
+    c.protocol = UpstreamProtocol::Http2;
+    c.pool.http2_max_requests = 1;
+    let p = Proxy::start(one_route(
+        route("r", vec![], to("slow")),
+        vec![(c, vec![slow.addr])],
+    ))
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let addr = p.addr;
+        tasks.push(tokio::spawn(async move {
+            H2Client::connect(addr)
+                .await
+                .send("GET", "x", "/", &[], bytes::Bytes::new())
+                .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 503 {
+            assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
+        }
+        statuses.push(r.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 503, 503]);
+    assert_eq!(slow.last().version, http::Version::HTTP_2);
+}

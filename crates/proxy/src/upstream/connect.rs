@@ -177,6 +177,7 @@ pub enum ConnectError {
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
+    keepalive: Option<Duration>,
     tls: Option<(&TlsOrigination, Alpn)>,
     mesh: Option<Arc<ClientConfig>>,
     mesh_sni: Option<&str>,
@@ -192,6 +193,11 @@ pub async fn connect(
         Err(_) => return Err(ConnectError::Timeout(timeout)),
     };
     let _ = tcp.set_nodelay(true);
+    if let Some(time) = keepalive.filter(|t| !t.is_zero()) {
+        // DestinationRule tcp.tcpKeepalive.time.
+        let ka = socket2::TcpKeepalive::new().with_time(time);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka);
+    }
     if let Some(config) = mesh {
         let name = mesh_sni
             .and_then(|s| ServerName::try_from(s.to_string()).ok())

@@ -504,6 +504,7 @@ impl ClusterRuntime {
         let r = connect::connect(
             addr,
             self.config.connect_timeout,
+            self.config.pool.tcp_keepalive,
             self.tls.as_ref().map(|t| (t, alpn)),
             mesh_config,
             mesh_sni,

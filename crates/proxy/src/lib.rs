@@ -18,3 +18,31 @@ pub mod state;
 pub mod upstream;
 
 pub use state::{ConnectionInfo, ProxyState};
+pub mod tcp;
+
+#[cfg(test)]
+pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
+    use trellis_model::config::*;
+    ProxyConfig {
+        version: "test".into(),
+        node: NodeInfo {
+            kind: ProxyKind::Gateway,
+            id: "test.default".into(),
+            namespace: "default".into(),
+            labels: Default::default(),
+            service_account: "default".into(),
+            ip: None,
+        },
+        mesh: MeshSettings {
+            trust_domain: "cluster.local".into(),
+            outbound_allow_any: true,
+            access_log_file: String::new(),
+            access_log_json: false,
+        },
+        listeners: vec![],
+        routes: Default::default(),
+        clusters: Default::default(),
+        endpoints: Default::default(),
+        secrets: Default::default(),
+    }
+}

@@ -2,11 +2,12 @@
 //! runtime upstream state), and `ConnectionInfo`: what a listener knows about one connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use trellis_model::config::{ProxyConfig, Scheme};
 
+use crate::upstream::connect::MeshTlsProvider;
 use crate::upstream::Upstreams;
 
 /// Shared by all connections of one proxy.
@@ -16,6 +17,10 @@ pub struct ProxyState {
     pub config: ArcSwap<ProxyConfig>,
     /// Runtime state of clusters (pools, LB, outlier ejections), keyed by cluster name.
     pub upstreams: Upstreams,
+    /// Client TLS for Istio mutual TLS to upstreams (`UpstreamTls::IstioMutual`), installed
+    /// once by the identity layer. Until then such clusters are dialled in plaintext (with a
+    /// warning per cluster).
+    pub mesh_tls: OnceLock<Arc<dyn MeshTlsProvider>>,
 }
 
 impl ProxyState {
@@ -23,11 +28,14 @@ impl ProxyState {
         Arc::new(ProxyState {
             config: ArcSwap::from_pointee(config),
             upstreams: Upstreams::default(),
+            mesh_tls: OnceLock::new(),
         })
     }
 
-    /// Installs a new config; upstream state for clusters that still exist is kept.
+    /// Installs a new config; upstream state for clusters that still exist unchanged is
+    /// kept, the rest is dropped (in-flight requests finish on what they hold).
     pub fn swap(&self, config: ProxyConfig) {
+        self.upstreams.sync(&config);
         self.config.store(Arc::new(config));
     }
 }
@@ -45,8 +53,20 @@ pub struct ConnectionInfo {
     /// Route table for HTTP chains.
     pub route_table: Arc<str>,
     pub scheme: Scheme,
-    /// SNI the client sent, when TLS was terminated.
+    /// SNI the client sent, when TLS was terminated, or (TLS passthrough) when the listener
+    /// peeked the ClientHello without consuming it. When `None` on a passthrough chain,
+    /// `tcp::proxy_tls_passthrough` reads the ClientHello itself and replays it upstream.
     pub sni: Option<String>,
     /// SPIFFE identity of the peer (mTLS), when known.
     pub peer_identity: Option<String>,
+}
+
+impl ConnectionInfo {
+    /// Where the client meant to connect: used by original-destination clusters and TCP
+    /// routes' `destinationSubnets`. In local mode that is the address it dialled
+    /// (`local_addr`); transparent capture (iptables REDIRECT) will read `SO_ORIGINAL_DST`
+    /// into `local_addr` at accept time, so this stays the single seam.
+    pub fn original_dst(&self) -> SocketAddr {
+        self.local_addr
+    }
 }

@@ -1,0 +1,185 @@
+//! Header handling: VirtualService header operations, hop-by-hop stripping, and the
+//! forwarding headers Envoy adds (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+use trellis_model::config::HeaderOps;
+
+/// Applies remove, then set, then add (Envoy's order). Invalid names/values are skipped
+/// (the compiler validates them; nothing here may panic on config).
+pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    if ops.is_empty() {
+        return;
+    }
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. `TE` is kept
+/// only as `te: trailers` (gRPC needs it). With `keep_upgrade` the `Upgrade` and
+/// `Connection: upgrade` pair stays (WebSocket handshakes).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(http::header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !(n.is_empty() || keep_upgrade && n.eq_ignore_ascii_case("upgrade")))
+                .filter_map(|n| HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).ok())
+                .collect();
+            for n in named {
+                // Never let a client strip what the proxy relies on.
+                if n != http::header::HOST && !n.as_str().starts_with("x-forwarded") {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (h == "connection" || h == "upgrade") {
+            continue;
+        }
+        headers.remove(h);
+    }
+    if keep_upgrade {
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+    let te_trailers = headers.get_all(http::header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(http::header::TE);
+    if te_trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
+        && headers.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Appends the peer to `x-forwarded-for` and sets `x-forwarded-proto` (Envoy with
+/// `use_remote_address`, as Istio configures gateways).
+pub fn add_forwarding(headers: &mut HeaderMap, peer: std::net::IpAddr, scheme: &'static str) {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
+        _ => peer.to_string(),
+    };
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+}
+
+/// Ensures an `x-request-id` (a random UUID v4 when the client sent none) and returns it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get("x-request-id") {
+        if !v.is_empty() {
+            return v.clone();
+        }
+    }
+    let v = HeaderValue::from_str(&uuid_v4()).expect("uuid is a valid header value");
+    headers.insert("x-request-id", v.clone());
+    v
+}
+
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_order_remove_set_add() {
+        let mut h = HeaderMap::new();
+        h.insert("a", HeaderValue::from_static("1"));
+        h.insert("b", HeaderValue::from_static("1"));
+        let ops = HeaderOps {
+            set: vec![("a".into(), "2".into())],
+            add: vec![("a".into(), "3".into())],
+            remove: vec!["b".into(), "a".into()],
+        };
+        apply_ops(&mut h, &ops);
+        let a: Vec<_> = h.get_all("a").iter().collect();
+        assert_eq!(a, vec!["2", "3"]);
+        assert!(!h.contains_key("b"));
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("5"));
+        h.insert("te", HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("x-secret"));
+        assert!(!h.contains_key("connection"));
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(ensure_request_id(&mut h), id);
+    }
+}

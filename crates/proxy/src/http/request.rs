@@ -1,0 +1,297 @@
+//! The life cycle of one request, in order:
+//!
+//! 1. **validate**: what hyper lets through but Envoy rejects (lowercase methods, raw `\` or
+//!    control bytes in the path, a non-origin-form target, HTTP/1.1 without Host, repeated
+//!    Host) → 400. (hyper itself refuses malformed heads, signed or conflicting
+//!    Content-Length and unknown Transfer-Encoding; with both Content-Length and chunked
+//!    it drops Content-Length and closes the connection after the response.)
+//! 2. **route**: the listener's route table, virtual host by authority, first matching rule
+//!    (`trellis_model::route`). None → 404 `NR`. `httpsRedirect` hosts on plaintext → 301.
+//! 3. **CORS**: preflights answered here.
+//! 4. **fault**: delay, then abort.
+//! 5. **action**: direct response, redirect, or [`forward`](crate::http::forward).
+//! 6. **response**: route response header ops, CORS headers; the access log line is written
+//!    when the body ends.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::Request;
+use rand::Rng;
+use trellis_model::config::{FaultAbort, RouteAction, Scheme};
+use trellis_model::route::{route_request, RequestInfo};
+
+use crate::http::access_log::AccessLog;
+use crate::http::body::{self, Body, ResponseBody};
+use crate::http::cors::{self, CorsDecision};
+use crate::http::error::{self, Flag};
+use crate::http::{forward, headers, rewrite};
+use crate::state::{ConnectionInfo, ProxyState};
+use crate::upstream::InFlightSlot;
+
+/// Handles one request; never fails (errors become local replies).
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnectionInfo>,
+    state: Arc<ProxyState>,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let grpc = body::header_map_is_grpc(&parts.headers);
+    let authority = authority_of(&parts);
+    let mut log = LogGuard(Some(Box::new(AccessLog {
+        start: Instant::now(),
+        wall: SystemTime::now(),
+        method: parts.method.clone(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        version: parts.version,
+        status: 0,
+        flags: Default::default(),
+        request_body: None,
+        bytes_out: 0,
+        forwarded_for: None,
+        user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+        request_id: None,
+        authority: authority.clone().unwrap_or_default(),
+        upstream_host: None,
+        upstream_cluster: None,
+        route: None,
+        listener: conn.listener.clone(),
+    })));
+
+    // 1. validate
+    if let Err(why) = validate(&parts, authority.is_some()) {
+        tracing::debug!(listener = %conn.listener, peer = %conn.peer_addr, "bad request: {why}");
+        log.flags.set(Flag::DPE);
+        let mut resp = error::local_reply(400, why, false);
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return finish(resp, None, log);
+    }
+    let authority = authority.unwrap_or_default();
+    let scheme_str = match conn.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    log.request_id = Some(headers::ensure_request_id(&mut parts.headers));
+    headers::add_forwarding(&mut parts.headers, conn.peer_addr.ip(), scheme_str);
+    log.forwarded_for = parts.headers.get("x-forwarded-for").cloned();
+
+    // 2. route
+    let config = state.config.load_full();
+    let Some(table) = config.routes.get(&*conn.route_table) else {
+        log.flags.set(Flag::NR);
+        return finish(error::local_reply(404, "", grpc), None, log);
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let info = RequestInfo {
+        authority: &authority,
+        path: path_and_query,
+        method: parts.method.as_str(),
+        scheme: scheme_str,
+        headers: &parts.headers,
+        port: conn.listener_port,
+        source_labels: None,
+        source_namespace: None,
+    };
+    let Some((vhost, route, match_index)) = route_request(table, &info) else {
+        log.flags.set(Flag::NR);
+        return finish(error::local_reply(404, "", grpc), None, log);
+    };
+    log.route = Some(route.origin.to_string());
+    let matched = match_index.and_then(|i| route.matches.get(i));
+
+    if vhost.require_tls && conn.scheme == Scheme::Http {
+        let host = trellis_model::route::strip_port(&authority);
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path_and_query}")) {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return finish(resp, None, log);
+    }
+
+    // 3. CORS
+    let cors_origin = match cors::evaluate(route.cors.as_ref(), &parts.method, &parts.headers) {
+        CorsDecision::Preflight(resp) => return finish(resp, None, log),
+        CorsDecision::Actual(origin) => Some(origin),
+        CorsDecision::None => None,
+    };
+
+    // 4. fault injection
+    if let Some(fault) = &route.fault {
+        if let Some((delay, pct)) = fault.delay {
+            if roll(pct) {
+                log.flags.set(Flag::DI);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((abort, pct)) = fault.abort {
+            if roll(pct) {
+                log.flags.set(Flag::FI);
+                let resp = match abort {
+                    FaultAbort::Http(status) => {
+                        error::local_reply(status, error::FAULT_ABORT, false)
+                    }
+                    FaultAbort::Grpc(code) => error::grpc_reply(code, error::FAULT_ABORT),
+                };
+                return finish(resp, None, log);
+            }
+        }
+    }
+
+    // 5. action
+    let (mut resp, slot) = match &route.action {
+        RouteAction::DirectResponse { status, body } => {
+            let mut resp = Response::new(match body {
+                Some(b) => body::full(b.clone()),
+                None => body::empty(),
+            });
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if body.is_some() {
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
+            (resp, None)
+        }
+        RouteAction::Redirect(r) => {
+            let location = rewrite::redirect_location(
+                r,
+                scheme_str,
+                &authority,
+                conn.listener_port,
+                path_and_query,
+                matched,
+            );
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() =
+                StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            (resp, None)
+        }
+        RouteAction::Forward(action) => {
+            let ctx = forward::Ctx {
+                config: &config,
+                state: &state,
+                conn: &conn,
+                route,
+                matched,
+                grpc,
+                authority: &authority,
+            };
+            let (resp, slot) = forward::forward(&ctx, action, parts, body, &mut log).await;
+            (resp, slot)
+        }
+    };
+
+    // 6. response
+    headers::apply_ops(resp.headers_mut(), &route.response_headers);
+    if let (Some(origin), Some(policy)) = (cors_origin, route.cors.as_ref()) {
+        cors::decorate(policy, origin, resp.headers_mut());
+    }
+    finish(resp, slot, log)
+}
+
+fn roll(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && rand::rng().random::<f64>() * 100.0 < percent)
+}
+
+/// Holds the access log entry until the response is built; if the request is abandoned
+/// before that (the client went away while waiting), the line is written with `DC`.
+struct LogGuard(Option<Box<AccessLog>>);
+
+impl std::ops::Deref for LogGuard {
+    type Target = AccessLog;
+    fn deref(&self) -> &AccessLog {
+        self.0.as_deref().expect("log entry present until finish")
+    }
+}
+
+impl std::ops::DerefMut for LogGuard {
+    fn deref_mut(&mut self) -> &mut AccessLog {
+        self.0
+            .as_deref_mut()
+            .expect("log entry present until finish")
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(mut log) = self.0.take() {
+            log.flags.set(Flag::DC);
+            log.emit();
+        }
+    }
+}
+
+/// Wraps the body so the access log line is written when it ends.
+fn finish(resp: Response<Body>, slot: Option<InFlightSlot>, mut guard: LogGuard) -> Response<Body> {
+    let mut log = guard.0.take().expect("log entry present until finish");
+    log.status = resp.status().as_u16();
+    let (mut parts, inner) = resp.into_parts();
+    if !parts.headers.contains_key(http::header::SERVER) {
+        parts
+            .headers
+            .insert(http::header::SERVER, HeaderValue::from_static("trellis"));
+    }
+    Response::from_parts(parts, body::boxed(ResponseBody::new(inner, slot, log)))
+}
+
+/// `:authority` (HTTP/2, absolute-form) or `Host`.
+fn authority_of(parts: &http::request::Parts) -> Option<String> {
+    if let Some(a) = parts.uri.authority() {
+        return Some(a.as_str().to_string());
+    }
+    parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Checks that hyper accepts but a proxy must not pass on.
+fn validate(parts: &http::request::Parts, has_authority: bool) -> Result<(), &'static str> {
+    let method = parts.method.as_str();
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    {
+        return Err("invalid method");
+    }
+    match parts.uri.scheme_str() {
+        None => {}
+        Some("http") | Some("https") if parts.uri.authority().is_some() => {}
+        Some(_) => return Err("invalid request target"),
+    }
+    let Some(pq) = parts.uri.path_and_query() else {
+        return Err("invalid request target");
+    };
+    let pq = pq.as_str();
+    if !pq.starts_with('/') {
+        // asterisk-form (`OPTIONS *`) and authority-form (`CONNECT host:port`) are not routed.
+        return Err("request target is not origin-form");
+    }
+    if pq
+        .bytes()
+        .any(|b| b == b'\\' || b < 0x21 || b == 0x7f || b == b'#')
+    {
+        return Err("invalid character in path");
+    }
+    if !has_authority && parts.version == Version::HTTP_11 {
+        return Err("missing host header");
+    }
+    if parts.headers.get_all(http::header::HOST).iter().count() > 1 {
+        return Err("multiple host headers");
+    }
+    Ok(())
+}

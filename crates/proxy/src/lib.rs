@@ -24,6 +24,7 @@ pub mod tcp;
 pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
     use trellis_model::config::*;
     ProxyConfig {
+        warnings: Vec::new(),
         version: "test".into(),
         node: NodeInfo {
             kind: ProxyKind::Gateway,

@@ -291,12 +291,14 @@ async fn tls_passthrough_routes_by_sni() {
             origin: "VirtualService test/tls rule 0".into(),
             server_names: vec!["a.example.com".into()],
             port: None,
+            destination_subnets: vec![],
             clusters: weighted_to("a"),
         },
         SniRoute {
             origin: "VirtualService test/tls rule 1".into(),
             server_names: vec!["*.b.example.com".into()],
             port: None,
+            destination_subnets: vec![],
             clusters: weighted_to("b"),
         },
     ];
@@ -374,6 +376,7 @@ async fn http_to_a_tls_upstream_with_simple_origination() {
         private_key: None,
         subject_alt_names: sans,
         insecure_skip_verify: false,
+        credential: None,
     };
     let mut good = cluster("good");
     good.tls = tls(vec![]);

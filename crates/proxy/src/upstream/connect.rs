@@ -55,6 +55,8 @@ impl TlsOrigination {
             private_key,
             subject_alt_names,
             insecure_skip_verify,
+            // DestinationRule credentialName (client cert from a Secret): not read yet.
+            credential: _,
         } = tls
         else {
             return Ok(None);

@@ -658,6 +658,7 @@ mod tests {
             pool: ConnectionPool::default(),
             outlier: None,
             tls: UpstreamTls::None,
+            auto_mtls: false,
             destination_rule: None,
         })
     }

@@ -26,6 +26,7 @@ pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 pub fn base_config() -> ProxyConfig {
     ProxyConfig {
+        warnings: Vec::new(),
         version: "test".into(),
         node: NodeInfo {
             kind: ProxyKind::Gateway,
@@ -64,6 +65,7 @@ pub fn cluster(name: &str) -> Cluster {
         pool: ConnectionPool::default(),
         outlier: None,
         tls: UpstreamTls::None,
+        auto_mtls: false,
         destination_rule: None,
     }
 }

@@ -5,6 +5,9 @@
 //! per request on it (`route` matching). The proxy, `trellis explain` and the control plane
 //! share this code so one compile path serves every mode.
 
+pub mod authz;
 pub mod compile;
 pub mod config;
+pub mod normalize;
+pub mod peer_authn;
 pub mod route;

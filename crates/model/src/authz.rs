@@ -1016,6 +1016,24 @@ pub struct AuthzTarget<'a> {
     /// Name of the Kubernetes Gateway API `Gateway` this workload implements; defaults to the
     /// `gateway.networking.k8s.io/gateway-name` label.
     pub gateway_name: Option<&'a str>,
+    /// The mesh trust domain followed by its aliases (MeshConfig `trustDomain`,
+    /// `trustDomainAliases`). When set, `principals` naming `cluster.local` or one of these
+    /// trust domains match every one of them, as Istio rewrites them. Empty: principals are
+    /// compared as written (the same as Istio with trust domain `cluster.local` and no
+    /// aliases).
+    pub trust_domains: &'a [String],
+}
+
+impl<'a> AuthzTarget<'a> {
+    /// A sidecar (or a gateway recognised by its labels) with no trust domain aliases.
+    pub fn new(namespace: &'a str, labels: &'a BTreeMap<String, String>) -> Self {
+        AuthzTarget {
+            namespace,
+            labels,
+            gateway_name: None,
+            trust_domains: &[],
+        }
+    }
 }
 
 /// The authorization policies of one workload, compiled.
@@ -1046,11 +1064,7 @@ impl AuthzPolicies {
     ) -> AuthzPolicies {
         AuthzPolicies::compile_for(
             resources,
-            &AuthzTarget {
-                namespace: workload_namespace,
-                labels: workload_labels,
-                gateway_name: None,
-            },
+            &AuthzTarget::new(workload_namespace, workload_labels),
             root_namespace,
         )
     }
@@ -1076,7 +1090,7 @@ impl AuthzPolicies {
 
         let mut out = AuthzPolicies::default();
         for (r, p) in selected {
-            let policy = compile_policy(r, p, &mut out.diagnostics);
+            let policy = compile_policy(r, p, target.trust_domains, &mut out.diagnostics);
             out.has_dry_run |= policy.dry_run;
             match policy.action {
                 Action::Allow => {
@@ -1338,6 +1352,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 fn compile_policy(
     r: &Resource,
     p: &AuthorizationPolicy,
+    trust_domains: &[String],
     diags: &mut Vec<AuthzDiagnostic>,
 ) -> CompiledPolicy {
     let id = PolicyId::of(r);
@@ -1358,7 +1373,7 @@ fn compile_policy(
     let mut http = Vec::new();
     let mut tcp = Vec::new();
     for (index, rule) in p.rules.iter().enumerate() {
-        let mut b = RuleBuilder::new(action, false, r.ns());
+        let mut b = RuleBuilder::new(action, false, r.ns(), trust_domains);
         let compiled = b.rule(rule, index);
         for m in b.problems {
             diags.push(AuthzDiagnostic {
@@ -1369,7 +1384,7 @@ fn compile_policy(
         }
         http.extend(compiled);
 
-        let mut b = RuleBuilder::new(action, true, r.ns());
+        let mut b = RuleBuilder::new(action, true, r.ns(), trust_domains);
         let compiled = b.rule(rule, index);
         tcp.extend(compiled);
     }
@@ -1393,6 +1408,7 @@ struct RuleBuilder<'a> {
     action: Action,
     for_tcp: bool,
     policy_namespace: &'a str,
+    trust_domains: &'a [String],
     /// ALLOW rule cannot be built (invalid value).
     dropped: bool,
     /// ALLOW rule dropped on TCP because of this HTTP-only attribute.
@@ -1401,11 +1417,17 @@ struct RuleBuilder<'a> {
 }
 
 impl<'a> RuleBuilder<'a> {
-    fn new(action: Action, for_tcp: bool, policy_namespace: &'a str) -> Self {
+    fn new(
+        action: Action,
+        for_tcp: bool,
+        policy_namespace: &'a str,
+        trust_domains: &'a [String],
+    ) -> Self {
         RuleBuilder {
             action,
             for_tcp,
             policy_namespace,
+            trust_domains,
             dropped: false,
             tcp_dropped: None,
             problems: Vec::new(),
@@ -1504,8 +1526,12 @@ impl<'a> RuleBuilder<'a> {
         let mut out = Vec::new();
         let ns = self.policy_namespace;
         let str_ne = |v: &str| Ok(StrPat::parse(v, Star::NonEmpty));
+        let (principals, not_principals) = (
+            migrate_trust_domains(&s.principals, self.trust_domains),
+            migrate_trust_domains(&s.not_principals, self.trust_domains),
+        );
         out.extend(
-            self.set("principals", &s.principals, &s.not_principals, str_ne)
+            self.set("principals", &principals, &not_principals, str_ne)
                 .map(Cond::Principal),
         );
         let rp = !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
@@ -1600,7 +1626,11 @@ impl<'a> RuleBuilder<'a> {
             "destination.ip" => Cond::DestinationIp(self.set(&field, vals, nots, parse_ip)?),
             "destination.port" => Cond::DestinationPort(self.set(&field, vals, nots, parse_port)?),
             "source.namespace" => Cond::Namespace(self.set(&field, vals, nots, str_ne)?),
-            "source.principal" => Cond::Principal(self.set(&field, vals, nots, str_ne)?),
+            "source.principal" => {
+                let vals = migrate_trust_domains(vals, self.trust_domains);
+                let nots = migrate_trust_domains(nots, self.trust_domains);
+                Cond::Principal(self.set(&field, &vals, &nots, str_ne)?)
+            }
             "source.serviceAccount" => {
                 Cond::ServiceAccount(self.set(&field, vals, nots, |v| SaPat::parse(v, ns))?)
             }
@@ -1656,6 +1686,44 @@ impl<'a> RuleBuilder<'a> {
         self.invalid(field, why.to_string());
         None
     }
+}
+
+/// Istio's `ReplaceTrustDomainAliases`: a principal `<td>/ns/<ns>/sa/<sa>` whose trust domain
+/// is `cluster.local` or one of `trust_domains` is rewritten for each of `trust_domains` (kept
+/// as written where its `*td` pattern already covers one). Others are kept.
+fn migrate_trust_domains(values: &[String], trust_domains: &[String]) -> Vec<String> {
+    if trust_domains.is_empty() {
+        return values.to_vec();
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |v: String| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    };
+    for v in values {
+        let parts: Vec<&str> = v.split('/').collect();
+        let td = parts[0];
+        let pattern_matches = |t: &str| {
+            t == td || StrPat::parse(t, Star::NonEmpty).matches_str(td) && t.contains('*')
+        };
+        if parts.len() != 5
+            || td == "*"
+            || !(td == "cluster.local" || trust_domains.iter().any(|t| pattern_matches(t)))
+        {
+            push(v.clone());
+            continue;
+        }
+        for t in trust_domains {
+            let covered = td.strip_prefix('*').is_some_and(|sfx| t.ends_with(sfx));
+            if covered {
+                push(v.clone());
+            } else {
+                push(format!("{t}/{}", parts[1..].join("/")));
+            }
+        }
+    }
+    out
 }
 
 /// `[a][b]` → `["a", "b"]`.

@@ -118,6 +118,7 @@ fn scope_namespace_root_selector_and_target_refs() {
             namespace: "foo",
             labels: &BTreeMap::new(),
             gateway_name: Some("public"),
+            trust_domains: &[],
         },
         ROOT,
     );
@@ -128,6 +129,7 @@ fn scope_namespace_root_selector_and_target_refs() {
             namespace: "foo",
             labels: &BTreeMap::new(),
             gateway_name: Some("internal"),
+            trust_domains: &[],
         },
         ROOT,
     );
@@ -459,4 +461,46 @@ fn compiled_policies_serialize_for_config_dump() {
     let p = AuthzPolicies::compile(&rs, "foo", &labels(&[("app", "httpbin")]), ROOT);
     let v = serde_json::to_value(&p).unwrap();
     assert!(v.to_string().contains("/mesh-deny"), "{v}");
+}
+
+#[test]
+fn trust_domain_aliases_are_applied_to_principals() {
+    let rs = load(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-sleep, namespace: foo}
+spec:
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/foo/sa/sleep"]}}]
+  - from: [{source: {principals: ["other.td/ns/foo/sa/curl"]}}]
+"#,
+    );
+    let h = HeaderMap::new();
+    let from = |p: &AuthzPolicies, principal: &'static str| {
+        p.evaluate(&AuthzRequest {
+            source_principal: Some(principal),
+            ..AuthzRequest::http(&h, "GET", "x", "/")
+        })
+        .allowed
+    };
+    let no_labels = BTreeMap::new();
+    // Without trust domains: compared as written.
+    let p = AuthzPolicies::compile(&rs, "foo", &no_labels, ROOT);
+    assert!(from(&p, "cluster.local/ns/foo/sa/sleep"));
+    assert!(!from(&p, "new.td/ns/foo/sa/sleep"));
+    // Trust domain new.td with alias old.td: cluster.local means the local trust domains.
+    let tds = ["new.td".to_string(), "old.td".to_string()];
+    let target = AuthzTarget {
+        trust_domains: &tds,
+        ..AuthzTarget::new("foo", &no_labels)
+    };
+    let p = AuthzPolicies::compile_for(&rs, &target, ROOT);
+    assert!(from(&p, "new.td/ns/foo/sa/sleep"));
+    assert!(from(&p, "old.td/ns/foo/sa/sleep"));
+    assert!(!from(&p, "cluster.local/ns/foo/sa/sleep"));
+    assert!(!from(&p, "evil.td/ns/foo/sa/sleep"));
+    // A foreign trust domain is kept as written.
+    assert!(from(&p, "other.td/ns/foo/sa/curl"));
+    assert!(!from(&p, "new.td/ns/foo/sa/curl"));
 }

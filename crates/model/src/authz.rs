@@ -21,15 +21,20 @@
 //! * **Rules**: a rule matches when one `from` source, one `to` operation and every `when`
 //!   condition match; inside a source or operation every field must match, a field matches when
 //!   any of its values does and none of its `not*` values does.
-//! * **Strings**: exact, `prefix*`, `*suffix` or `*` (non-empty; for headers and methods:
-//!   present). No other character is special: there is no regex anywhere, so
+//! * **Strings**: exact, `prefix*`, `*suffix` or `*` (non-empty; for headers, methods and
+//!   hosts: present). No other character is special: there is no regex anywhere, so
 //!   `cert-manager.io` never matches `cert-manager-io` (Istio builds unescaped regexes for
 //!   `namespaces` and `serviceAccounts`).
 //! * **Identities** are parsed from the peer principal `<trust domain>/ns/<ns>/sa/<sa>` (a
 //!   leading `spiffe://` is ignored): `namespaces` and `serviceAccounts` compare whole
 //!   segments, never a regex over the whole string. The namespace always comes from the
 //!   verified principal, never from a header. `serviceAccounts: [name]` means the policy's
-//!   namespace; any trust domain matches (as Istio).
+//!   namespace; any trust domain matches (as Istio). With [`AuthzTarget::trust_domains`],
+//!   `principals` written with `cluster.local` or an alias match every local trust domain
+//!   (Istio's trust domain migration).
+//! * **IP blocks** (`ipBlocks`/`source.ip`: the connection's peer; `remoteIpBlocks`/`remote.ip`:
+//!   the original client as the gateway trusts it) take addresses and CIDRs, IPv4 and IPv6;
+//!   IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) match IPv4 blocks.
 //! * **Request principals** `<iss>/<sub>` are split at the last `/` (as Istio) and matched
 //!   against the token's `iss` and `sub` claims; `*` requires both.
 //! * **Hosts** are case-insensitive and trailing-dot-insensitive; a pattern without a port

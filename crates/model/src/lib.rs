@@ -3,13 +3,17 @@
 //! Owns the service registry (`registry`), the compiled per-proxy configuration (`config`),
 //! the compiler from Istio resources to that configuration (`compile`, with `gateway`,
 //! `sidecar`, `routes` and `cluster`) and the decisions made per request on it (`route`
-//! matching). The proxy, `trellis explain` and the control plane share this code so one
+//! matching, `authz` evaluation, `peer_authn` mode resolution, path `normalize`ation).
+//! The proxy, `trellis explain` and the control plane share this code so one
 //! compile path serves every mode.
 
+pub mod authz;
 pub mod cluster;
 pub mod compile;
 pub mod config;
 mod gateway;
+pub mod normalize;
+pub mod peer_authn;
 pub mod registry;
 pub mod route;
 pub mod routes;

@@ -5,6 +5,7 @@
 //! per request on it (`route` matching). The proxy, `trellis explain` and the control plane
 //! share this code so one compile path serves every mode.
 
+pub mod authn;
 pub mod compile;
 pub mod config;
 pub mod route;

@@ -121,7 +121,10 @@ impl KeySet {
             }
         }
         if raw.len() > MAX_KEYS {
-            skipped.push(format!("{} keys beyond {MAX_KEYS} ignored", raw.len() - MAX_KEYS));
+            skipped.push(format!(
+                "{} keys beyond {MAX_KEYS} ignored",
+                raw.len() - MAX_KEYS
+            ));
         }
         if keys.is_empty() {
             let why = if skipped.is_empty() {
@@ -532,7 +535,11 @@ impl KeySource {
     }
 
     pub fn status(&self) -> SourceStatus {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         s.keys = self.keys.load().as_ref().map_or(0, |k| k.len());
         s
     }
@@ -543,29 +550,34 @@ impl KeySource {
 
     /// Request-triggered refresh (unknown `kid`, no keys yet): fetches unless a fetch started
     /// within `min_fetch_interval`; waits for a fetch already in flight instead of starting
-    /// another. Returns the keys in use afterwards.
-    pub async fn refresh_on_demand(&self) -> Option<Arc<KeySet>> {
-        self.refresh(true).await;
+    /// another. Returns the keys in use afterwards. Starts the background refresh if the
+    /// source was created outside a runtime.
+    pub async fn refresh_on_demand(self: &Arc<Self>) -> Option<Arc<KeySet>> {
+        let ok = self.refresh(true).await;
+        let delay = if ok {
+            self.opts.refresh_interval
+        } else {
+            self.opts.retry_min
+        };
+        self.start_background(delay);
         self.keys()
     }
 
     /// Fetches now (waiting for, and then reusing, a fetch already in flight). Returns whether
-    /// the source has keys afterwards.
+    /// the latest fetch succeeded.
     pub async fn refresh_now(&self) -> bool {
-        self.refresh(false).await;
-        self.keys.load().is_some()
+        self.refresh(false).await
     }
 
-    async fn refresh(&self, rate_limited: bool) {
+    /// Returns whether the latest fetch (ours, or the one we waited for) succeeded.
+    async fn refresh(&self, rate_limited: bool) -> bool {
         let seen = self.generation.load(Ordering::Acquire);
         let mut last_start = self.fetch.lock().await;
-        if self.generation.load(Ordering::Acquire) != seen {
-            return; // a fetch completed while we waited: its result is ours
-        }
-        if rate_limited
-            && last_start.is_some_and(|t| t.elapsed() < self.opts.min_fetch_interval)
-        {
-            return;
+        let skip = self.generation.load(Ordering::Acquire) != seen // a fetch completed while we waited: its result is ours
+            || (rate_limited
+                && last_start.is_some_and(|t| t.elapsed() < self.opts.min_fetch_interval));
+        if skip {
+            return self.last_ok();
         }
         *last_start = Some(Instant::now());
         let timeout = self.timeout();
@@ -576,6 +588,7 @@ impl KeySource {
                 timeout,
             }),
         };
+        let ok = result.is_ok();
         {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.fetches += 1;
@@ -597,6 +610,29 @@ impl KeySource {
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
+        ok
+    }
+
+    fn last_ok(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .is_none()
+            && self.keys.load().is_some()
+    }
+
+    /// Starts the background refresh (first run after `first_delay`) unless it runs already
+    /// or there is no tokio runtime here.
+    fn start_background(self: &Arc<Self>, first_delay: Duration) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.is_some() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let handle = rt.spawn(KeySource::run(Arc::downgrade(self), first_delay));
+            *task = Some(handle.abort_handle());
+        }
     }
 
     async fn fetch_once(&self) -> Result<KeySet, JwksError> {
@@ -625,36 +661,26 @@ impl KeySource {
         KeySet::parse(&body)
     }
 
-    /// Background refresh: now, then every `refresh_interval`; after a failure, with a
-    /// doubling back-off from `retry_min` to `retry_max`.
-    async fn run(weak: Weak<KeySource>) {
+    /// Background refresh: after `delay`, then every `refresh_interval`; after a failure,
+    /// with a doubling back-off from `retry_min` to `retry_max`. Ends with the source.
+    async fn run(weak: Weak<KeySource>, mut delay: Duration) {
         let mut failures: u32 = 0;
         loop {
-            let delay = {
-                let Some(src) = weak.upgrade() else { return };
-                let ok = {
-                    src.refresh(false).await;
-                    src.status
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .last_error
-                        .is_none()
-                };
-                let o = &src.opts;
-                if ok {
-                    failures = 0;
-                    o.refresh_interval
-                } else {
-                    let backoff = o
-                        .retry_min
-                        .saturating_mul(1u32 << failures.min(16))
-                        .min(o.retry_max)
-                        .min(o.refresh_interval);
-                    failures = failures.saturating_add(1);
-                    backoff
-                }
-            };
             tokio::time::sleep(delay).await;
+            let Some(src) = weak.upgrade() else { return };
+            let o = &src.opts;
+            delay = if src.refresh(false).await {
+                failures = 0;
+                o.refresh_interval
+            } else {
+                let backoff = o
+                    .retry_min
+                    .saturating_mul(1u32 << failures.min(16))
+                    .min(o.retry_max)
+                    .min(o.refresh_interval);
+                failures = failures.saturating_add(1);
+                backoff
+            };
         }
     }
 }
@@ -730,10 +756,7 @@ impl JwksCache {
             opts: self.inner.opts.clone(),
             task: Mutex::new(None),
         });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let handle = rt.spawn(KeySource::run(Arc::downgrade(&src)));
-            *src.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.abort_handle());
-        }
+        src.start_background(Duration::ZERO);
         sources.insert(target, Arc::downgrade(&src));
         src
     }
@@ -757,7 +780,10 @@ mod tests {
 
     #[test]
     fn rejects_documents_that_are_not_key_sets() {
-        assert!(matches!(KeySet::parse(b"<html>"), Err(JwksError::NotJson(_))));
+        assert!(matches!(
+            KeySet::parse(b"<html>"),
+            Err(JwksError::NotJson(_))
+        ));
         assert!(matches!(KeySet::parse(b"[]"), Err(JwksError::NotJson(_))));
         assert_eq!(KeySet::parse(b"{}").unwrap_err(), JwksError::NoKeys);
         assert_eq!(
@@ -787,7 +813,11 @@ mod tests {
             ]}}"#
         );
         let set = KeySet::parse(doc.as_bytes()).unwrap();
-        let kids: Vec<_> = set.keys().iter().map(|k| k.kid.as_deref().unwrap()).collect();
+        let kids: Vec<_> = set
+            .keys()
+            .iter()
+            .map(|k| k.kid.as_deref().unwrap())
+            .collect();
         assert_eq!(kids, ["a", "d"]);
         assert_eq!(set.keys()[0].algorithms(), [Algorithm::ES256]);
         assert_eq!(set.keys()[1].algorithms(), [Algorithm::EdDSA]);

@@ -287,7 +287,9 @@ impl JwtAuthenticator {
                 JwksSource::Inline(json) => {
                     let parsed = KeySet::parse(json.as_bytes()).map(Arc::new);
                     if let Err(e) = &parsed {
-                        warnings.push(format!("{at}: inline jwks unusable, its tokens are rejected: {e}"));
+                        warnings.push(format!(
+                            "{at}: inline jwks unusable, its tokens are rejected: {e}"
+                        ));
                     }
                     RuleKeys::Inline(parsed)
                 }
@@ -332,7 +334,10 @@ impl JwtAuthenticator {
                     None
                 }
             };
-            let payload_header = cfg.output_payload_to_header.as_deref().and_then(&mut header);
+            let payload_header = cfg
+                .output_payload_to_header
+                .as_deref()
+                .and_then(&mut header);
             let claim_headers = cfg
                 .output_claim_to_headers
                 .iter()
@@ -653,7 +658,10 @@ impl Rule {
         let keys = match &self.keys {
             RuleKeys::Inline(Ok(k)) => k.clone(),
             RuleKeys::Inline(Err(e)) => {
-                return Err(AuthnFailure::new(FailureKind::JwksNoValidKeys, e.to_string()))
+                return Err(AuthnFailure::new(
+                    FailureKind::JwksNoValidKeys,
+                    e.to_string(),
+                ))
             }
             RuleKeys::Remote(src) => {
                 let mut keys = src.keys();
@@ -810,7 +818,10 @@ impl<'t> ParsedJwt<'t> {
             return bad(FailureKind::BadFormat, "expected three dot-separated parts");
         };
         let mut header = decode_json(h64).ok_or_else(|| {
-            AuthnFailure::new(FailureKind::BadHeader, "header is not base64url JSON object")
+            AuthnFailure::new(
+                FailureKind::BadHeader,
+                "header is not base64url JSON object",
+            )
         })?;
         let alg = match header.get("alg") {
             Some(Value::String(a)) => supported_alg(a).ok_or_else(|| {
@@ -839,7 +850,10 @@ impl<'t> ParsedJwt<'t> {
             return bad(FailureKind::BadFormat, "empty signature");
         }
         let claims = decode_json(p64).ok_or_else(|| {
-            AuthnFailure::new(FailureKind::BadPayload, "payload is not base64url JSON object")
+            AuthnFailure::new(
+                FailureKind::BadPayload,
+                "payload is not base64url JSON object",
+            )
         })?;
         Ok(ParsedJwt {
             alg,
@@ -884,7 +898,12 @@ fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>,
 
 /// `aud` as a list: absent, a string, or a list of strings.
 fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, AuthnFailure> {
-    let bad = || AuthnFailure::new(FailureKind::BadPayload, "\"aud\" is not a string or list of strings");
+    let bad = || {
+        AuthnFailure::new(
+            FailureKind::BadPayload,
+            "\"aud\" is not a string or list of strings",
+        )
+    };
     match claims.get("aud") {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.as_str()]),

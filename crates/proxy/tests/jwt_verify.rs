@@ -551,3 +551,51 @@ async fn no_policy_means_no_token_and_no_work() {
         AuthnOutcome::NoToken
     ));
 }
+
+#[tokio::test]
+async fn cached_verifications_still_depend_on_location_and_destination() {
+    let jwks = yaml_quote(minted().jwks("main"));
+    // Same issuer twice: the header rule accepts `api`, the cookie rule only `other-api`.
+    let auth = authenticator(&format!(
+        "  - issuer: {ISS}\n    audiences: [api]\n    jwks: {jwks}\n    fromHeaders: [{{name: x-a}}]\n  - issuer: {ISS}\n    audiences: [other-api]\n    jwks: {jwks}\n    fromCookies: [c]\n  - issuer: {NOAUD_ISS}\n    jwks: {jwks}\n"
+    ));
+    let t = token("ok_PS256");
+    for _ in 0..2 {
+        let mut r = Req::new("/").header("x-a", t);
+        assert_authenticated(&r.run(&auth).await);
+    }
+    // The verified (cached) token, presented where only the other rule reads: rejected.
+    let mut r = Req::new("/").header("cookie", &format!("c={t}"));
+    let o = r.run(&auth).await;
+    assert_eq!(assert_invalid(&o).kind, FailureKind::AudienceNotAllowed);
+
+    // A rule without audiences: the destination decides, cached or not.
+    let t = token("noaud_host");
+    let mut headers = http::HeaderMap::new();
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+    for _ in 0..2 {
+        headers.insert("authorization", bearer.clone());
+        let mut uri: http::Uri = "/".parse().unwrap();
+        let o = auth
+            .authenticate(&mut headers, &mut uri, &["web.foo.svc.cluster.local"])
+            .await;
+        assert_authenticated(&o);
+    }
+    headers.insert("authorization", bearer);
+    let mut uri: http::Uri = "/".parse().unwrap();
+    let o = auth
+        .authenticate(&mut headers, &mut uri, &["db.foo.svc.cluster.local"])
+        .await;
+    assert_eq!(assert_invalid(&o).kind, FailureKind::AudienceNotAllowed);
+}
+
+#[tokio::test]
+async fn too_many_tokens_in_one_request_are_refused() {
+    let auth = main_auth();
+    let mut r = Req::new("/");
+    for i in 0..9 {
+        r = r.header("authorization", &format!("Bearer a{i}.b.c"));
+    }
+    let o = r.run(&auth).await;
+    assert_eq!(assert_invalid(&o).kind, FailureKind::BadFormat);
+}

@@ -24,7 +24,8 @@
 //! (Istio: "the service name will be accepted"; Envoy as Istio configures it does not check
 //! `aud` at all then: `EmptyAudiences::Any` restores that).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -40,6 +41,12 @@ use super::jwks::{supported_alg, JwksCache, JwksError, KeySet, KeySource};
 
 /// Longest token considered (bytes); longer ones are malformed.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most distinct tokens one request may carry; more is refused (each costs a signature check).
+const MAX_TOKENS: usize = 8;
+/// Verified tokens remembered per authenticator (16 shards), and the longest one cached.
+const CACHE_SHARDS: usize = 16;
+const CACHE_PER_SHARD: usize = 64;
+const MAX_CACHED_TOKEN_LEN: usize = 4096;
 /// Longest value written to a claim header.
 const MAX_CLAIM_HEADER_LEN: usize = 8 * 1024;
 /// Header parameters that would let a token name its own key, or demand extensions we do not
@@ -87,7 +94,7 @@ pub enum AuthnOutcome {
     /// principal; authorization decides.
     NoToken,
     /// Every token found is valid; the identity is the first token's (location order).
-    Authenticated(Box<JwtIdentity>),
+    Authenticated(Arc<JwtIdentity>),
     /// Answer 401 (see `AuthnFailure`).
     Invalid(Box<AuthnFailure>),
 }
@@ -233,6 +240,7 @@ pub struct JwtAuthenticator {
     required: bool,
     options: AuthnOptions,
     warnings: Vec<String>,
+    cache: VerifiedCache,
 }
 
 #[derive(Debug)]
@@ -357,6 +365,7 @@ impl JwtAuthenticator {
             output_headers,
             options,
             warnings,
+            cache: VerifiedCache::default(),
         }
     }
 
@@ -407,14 +416,24 @@ impl JwtAuthenticator {
             return AuthnOutcome::NoToken;
         }
 
+        if found.len() > MAX_TOKENS {
+            return AuthnOutcome::Invalid(Box::new(AuthnFailure::new(
+                FailureKind::BadFormat,
+                format!(
+                    "{} distinct tokens in one request (at most {MAX_TOKENS})",
+                    found.len()
+                ),
+            )));
+        }
+
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let mut verified: Vec<(&Found, usize, ParsedJwt<'_>)> = Vec::with_capacity(found.len());
+        let mut verified: Vec<(&Found, usize, Arc<JwtIdentity>)> = Vec::with_capacity(found.len());
         for f in &found {
             match self.verify_token(f, destination_hosts, now).await {
-                Ok((rule, jwt)) => verified.push((f, rule, jwt)),
+                Ok((rule, id)) => verified.push((f, rule, id)),
                 Err(e) => {
                     tracing::debug!(kind = ?e.kind, detail = %e.detail, issuer = ?e.issuer,
                         "JWT rejected");
@@ -425,17 +444,12 @@ impl JwtAuthenticator {
 
         // Every token is valid: strip and write outputs, then report the first identity.
         let mut identity = None;
-        for (f, rule_idx, jwt) in verified {
+        for (f, rule_idx, id) in verified {
             let rule = &self.rules[rule_idx];
-            if !rule.cfg.forward_original_token {
-                for &l in &f.at {
-                    self.strip(l, &f.token, headers, uri);
-                }
-            }
-            let id = rule.identity(jwt.claims);
             if let Some(h) = &rule.payload_header {
+                let payload = f.token.split('.').nth(1).unwrap_or("");
                 if !headers.contains_key(h) {
-                    if let Ok(v) = HeaderValue::from_str(jwt.payload_b64) {
+                    if let Ok(v) = HeaderValue::from_str(payload) {
                         headers.insert(h.clone(), v);
                     }
                 }
@@ -448,10 +462,15 @@ impl JwtAuthenticator {
                     headers.insert(h.clone(), v);
                 }
             }
+            if !rule.cfg.forward_original_token {
+                for &l in &f.at {
+                    self.strip(l, &f.token, headers, uri);
+                }
+            }
             identity.get_or_insert(id);
         }
         match identity {
-            Some(id) => AuthnOutcome::Authenticated(Box::new(id)),
+            Some(id) => AuthnOutcome::Authenticated(id),
             None => AuthnOutcome::NoToken,
         }
     }
@@ -513,23 +532,61 @@ impl JwtAuthenticator {
     }
 
     /// Verifies one token against the rules of its issuer that read one of its locations.
-    /// Returns the index of the first rule that accepts it.
-    async fn verify_token<'t>(
+    /// Returns the index of the first rule that accepts it, and the identity.
+    async fn verify_token(
         &self,
-        f: &'t Found,
+        f: &Found,
         hosts: &[&str],
         now: f64,
-    ) -> Result<(usize, ParsedJwt<'t>), AuthnFailure> {
+    ) -> Result<(usize, Arc<JwtIdentity>), AuthnFailure> {
+        let reads = |i: usize| f.at.iter().any(|&l| self.locations[l].rules.contains(&i));
+        // A token verified before, with the key set still current: only the time and audience
+        // checks depend on the request.
+        if let Some(hit) = self.cache.get(&f.token) {
+            let rule = &self.rules[hit.rule];
+            let keys_current = rule
+                .current_keys()
+                .is_some_and(|k| Arc::ptr_eq(&k, &hit.keys));
+            if keys_current
+                && reads(hit.rule)
+                && rule
+                    .check_claims(
+                        &hit.times,
+                        &hit.identity.audiences,
+                        hosts,
+                        now,
+                        &self.options,
+                    )
+                    .is_ok()
+            {
+                return Ok((hit.rule, hit.identity.clone()));
+            }
+        }
+
         let jwt = ParsedJwt::parse(&f.token)?;
         let iss = jwt.issuer().map(str::to_string);
-        let candidates = self.rules.iter().enumerate().filter(|(i, r)| {
-            Some(r.cfg.issuer.as_str()) == iss.as_deref()
-                && f.at.iter().any(|&l| self.locations[l].rules.contains(i))
-        });
+        let candidates = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| Some(r.cfg.issuer.as_str()) == iss.as_deref() && reads(*i));
         let mut first_failure = None;
         for (i, rule) in candidates {
             match rule.verify(&jwt, hosts, now, &self.options).await {
-                Ok(()) => return Ok((i, jwt)),
+                Ok(keys) => {
+                    let identity = Arc::new(rule.identity(jwt.claims, jwt.audiences));
+                    self.cache.insert(
+                        &f.token,
+                        Cached {
+                            rule: i,
+                            keys,
+                            identity: identity.clone(),
+                            times: jwt.times,
+                        },
+                        now,
+                    );
+                    return Ok((i, identity));
+                }
                 Err(mut e) => {
                     e.rule = Some((rule.cfg.policy.clone(), rule.cfg.index));
                     e.issuer.clone_from(&iss);
@@ -629,75 +686,29 @@ fn is_reserved_output(h: &HeaderName) -> bool {
 }
 
 impl Rule {
+    /// Checks claims, then the signature; returns the key set that verified it.
     async fn verify(
         &self,
         jwt: &ParsedJwt<'_>,
         hosts: &[&str],
         now: f64,
         opts: &AuthnOptions,
-    ) -> Result<(), AuthnFailure> {
-        let skew = opts.clock_skew.as_secs_f64();
-        if let Some(exp) = numeric_claim(&jwt.claims, "exp")? {
-            if now > exp + skew {
-                return Err(AuthnFailure::new(
-                    FailureKind::Expired,
-                    format!("exp {exp} is in the past (now {now:.0}, skew {skew}s)"),
-                ));
-            }
-        }
-        if let Some(nbf) = numeric_claim(&jwt.claims, "nbf")? {
-            if nbf > now + skew {
-                return Err(AuthnFailure::new(
-                    FailureKind::NotYetValid,
-                    format!("nbf {nbf} is in the future (now {now:.0}, skew {skew}s)"),
-                ));
-            }
-        }
-        self.check_audience(jwt, hosts, opts)?;
-
-        let keys = match &self.keys {
-            RuleKeys::Inline(Ok(k)) => k.clone(),
-            RuleKeys::Inline(Err(e)) => {
-                return Err(AuthnFailure::new(
-                    FailureKind::JwksNoValidKeys,
-                    e.to_string(),
-                ))
-            }
-            RuleKeys::Remote(src) => {
-                let mut keys = src.keys();
-                let refetch = match (&keys, jwt.kid.as_deref()) {
-                    (None, _) => true,
-                    (Some(k), Some(kid)) => !k.has_kid(kid),
-                    (Some(k), None) => k.candidates(None, jwt.alg).next().is_none(),
-                };
-                if refetch {
-                    keys = src.refresh_on_demand().await;
-                }
-                match keys {
-                    Some(k) => k,
-                    None => {
-                        let why = src
-                            .status()
-                            .last_error
-                            .unwrap_or_else(|| JwksError::NotFetched.to_string());
-                        return Err(AuthnFailure::new(FailureKind::JwksFetchFailed, why));
-                    }
-                }
-            }
-        };
+    ) -> Result<Arc<KeySet>, AuthnFailure> {
+        self.check_claims(&jwt.times, &jwt.audiences, hosts, now, opts)?;
+        let keys = self.keys_for(jwt).await?;
         let mut tried = 0;
-        for key in keys.candidates(jwt.kid.as_deref(), jwt.alg) {
+        let verified = keys.candidates(jwt.kid.as_deref(), jwt.alg).any(|key| {
             tried += 1;
-            let ok = jsonwebtoken::crypto::verify(
+            jsonwebtoken::crypto::verify(
                 jwt.signature,
                 jwt.signing_input.as_bytes(),
                 key.decoding_key(),
                 jwt.alg,
             )
-            .unwrap_or(false);
-            if ok {
-                return Ok(());
-            }
+            .unwrap_or(false)
+        });
+        if verified {
+            return Ok(keys);
         }
         if tried == 0 {
             return Err(AuthnFailure::new(
@@ -716,16 +727,74 @@ impl Rule {
         ))
     }
 
-    fn check_audience(
+    /// The key set in use now, if any (no fetching).
+    fn current_keys(&self) -> Option<Arc<KeySet>> {
+        match &self.keys {
+            RuleKeys::Inline(Ok(k)) => Some(k.clone()),
+            RuleKeys::Inline(Err(_)) => None,
+            RuleKeys::Remote(src) => src.keys(),
+        }
+    }
+
+    /// The key set to verify `jwt` with: refetched (rate-limited) when none is loaded yet or
+    /// the token's `kid` (or algorithm) has no key in it.
+    async fn keys_for(&self, jwt: &ParsedJwt<'_>) -> Result<Arc<KeySet>, AuthnFailure> {
+        let src = match &self.keys {
+            RuleKeys::Inline(Ok(k)) => return Ok(k.clone()),
+            RuleKeys::Inline(Err(e)) => {
+                return Err(AuthnFailure::new(
+                    FailureKind::JwksNoValidKeys,
+                    e.to_string(),
+                ))
+            }
+            RuleKeys::Remote(src) => src,
+        };
+        let mut keys = src.keys();
+        let refetch = match (&keys, jwt.kid.as_deref()) {
+            (None, _) => true,
+            (Some(k), Some(kid)) => !k.has_kid(kid),
+            (Some(k), None) => k.candidates(None, jwt.alg).next().is_none(),
+        };
+        if refetch {
+            keys = src.refresh_on_demand().await;
+        }
+        keys.ok_or_else(|| {
+            let why = src
+                .status()
+                .last_error
+                .unwrap_or_else(|| JwksError::NotFetched.to_string());
+            AuthnFailure::new(FailureKind::JwksFetchFailed, why)
+        })
+    }
+
+    /// `exp` and `nbf` (with skew), then `aud`.
+    fn check_claims(
         &self,
-        jwt: &ParsedJwt<'_>,
+        times: &Times,
+        auds: &[String],
         hosts: &[&str],
+        now: f64,
         opts: &AuthnOptions,
     ) -> Result<(), AuthnFailure> {
-        let auds = audiences(&jwt.claims)?;
+        let skew = opts.clock_skew.as_secs_f64();
+        if let Some(exp) = times.exp {
+            if now > exp + skew {
+                return Err(AuthnFailure::new(
+                    FailureKind::Expired,
+                    format!("exp {exp} is in the past (now {now:.0}, skew {skew}s)"),
+                ));
+            }
+        }
+        if let Some(nbf) = times.nbf {
+            if nbf > now + skew {
+                return Err(AuthnFailure::new(
+                    FailureKind::NotYetValid,
+                    format!("nbf {nbf} is in the future (now {now:.0}, skew {skew}s)"),
+                ));
+            }
+        }
         let ok = if !self.cfg.audiences.is_empty() {
-            auds.iter()
-                .any(|a| self.cfg.audiences.iter().any(|want| want == a))
+            auds.iter().any(|a| self.cfg.audiences.contains(a))
         } else {
             match opts.empty_audiences {
                 EmptyAudiences::Any => true,
@@ -747,7 +816,7 @@ impl Rule {
         }
     }
 
-    fn identity(&self, mut claims: Map<String, Value>) -> JwtIdentity {
+    fn identity(&self, mut claims: Map<String, Value>, audiences: Vec<String>) -> JwtIdentity {
         for name in &self.cfg.space_delimited_claims {
             if let Some(Value::String(s)) = claims.get(name) {
                 let list = s
@@ -762,14 +831,6 @@ impl Rule {
         let issuer = self.cfg.issuer.clone();
         let subject = text("sub");
         let presenter = text("azp");
-        let audiences = match claims.get("aud") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
         JwtIdentity {
             principal: subject.as_ref().map(|s| format!("{issuer}/{s}")),
             issuer,
@@ -784,6 +845,73 @@ impl Rule {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Verified-token cache
+// ---------------------------------------------------------------------------------------------
+
+/// A verified token: enough to accept it again without a signature check.
+#[derive(Debug)]
+struct Cached {
+    rule: usize,
+    /// The key set that verified it: the entry is only used while that set is current.
+    keys: Arc<KeySet>,
+    identity: Arc<JwtIdentity>,
+    times: Times,
+}
+
+/// Tokens verified recently, by their exact text; sharded so concurrent requests rarely
+/// contend, and bounded (an entry is evicted when its shard is full).
+#[derive(Debug)]
+struct VerifiedCache {
+    shards: Vec<Mutex<HashMap<String, Arc<Cached>>>>,
+}
+
+impl Default for VerifiedCache {
+    fn default() -> Self {
+        VerifiedCache {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+}
+
+impl VerifiedCache {
+    fn shard(&self, token: &str) -> &Mutex<HashMap<String, Arc<Cached>>> {
+        // The signature's last bytes are uniformly distributed.
+        let h = token
+            .bytes()
+            .rev()
+            .take(8)
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.shards[h % CACHE_SHARDS]
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Cached>> {
+        if token.len() > MAX_CACHED_TOKEN_LEN {
+            return None;
+        }
+        let shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, entry: Cached, now: f64) {
+        if token.len() > MAX_CACHED_TOKEN_LEN {
+            return;
+        }
+        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= CACHE_PER_SHARD {
+            shard.retain(|_, c| c.times.exp.is_none_or(|exp| exp > now));
+            if shard.len() >= CACHE_PER_SHARD {
+                if let Some(k) = shard.keys().next().cloned() {
+                    shard.remove(&k);
+                }
+            }
+        }
+        shard.insert(token.to_string(), Arc::new(entry));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Token parsing
 // ---------------------------------------------------------------------------------------------
 
@@ -793,10 +921,19 @@ struct ParsedJwt<'t> {
     alg: Algorithm,
     kid: Option<String>,
     claims: Map<String, Value>,
+    times: Times,
+    /// `aud` as a list.
+    audiences: Vec<String>,
     /// `header.payload`, what the signature covers.
     signing_input: &'t str,
-    payload_b64: &'t str,
     signature: &'t str,
+}
+
+/// `exp` and `nbf`, seconds since the epoch.
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    exp: Option<f64>,
+    nbf: Option<f64>,
 }
 
 impl<'t> ParsedJwt<'t> {
@@ -855,12 +992,18 @@ impl<'t> ParsedJwt<'t> {
                 "payload is not base64url JSON object",
             )
         })?;
+        let times = Times {
+            exp: numeric_claim(&claims, "exp")?,
+            nbf: numeric_claim(&claims, "nbf")?,
+        };
+        let audiences = audiences(&claims)?;
         Ok(ParsedJwt {
             alg,
             kid,
             claims,
+            times,
+            audiences,
             signing_input: &token[..h64.len() + 1 + p64.len()],
-            payload_b64: p64,
             signature: s64,
         })
     }
@@ -897,7 +1040,7 @@ fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>,
 }
 
 /// `aud` as a list: absent, a string, or a list of strings.
-fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, AuthnFailure> {
+fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, AuthnFailure> {
     let bad = || {
         AuthnFailure::new(
             FailureKind::BadPayload,
@@ -906,8 +1049,11 @@ fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, AuthnFailure> {
     };
     match claims.get("aud") {
         None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.as_str()]),
-        Some(Value::Array(a)) => a.iter().map(|v| v.as_str().ok_or_else(bad)).collect(),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
         Some(_) => Err(bad()),
     }
 }
@@ -1006,4 +1152,143 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs the token parser alone (no verification): the entry point of the JWT fuzz target.
+/// Returns whether the token is well-formed enough to be verified.
+#[doc(hidden)]
+pub fn fuzz_parse(token: &str) -> bool {
+    ParsedJwt::parse(token).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn percent_decoding_is_total() {
+        assert_eq!(percent_decode("a%2Eb"), "a.b");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+        for raw in ["%", "%4", "a%2", "%zz", "%%41"] {
+            let _ = percent_decode(raw);
+        }
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%%41"), "%A");
+    }
+
+    #[test]
+    fn claim_values_never_break_header_syntax() {
+        let hv =
+            |v: Value| claim_header_value(&v).map(|h| h.to_str().unwrap_or("<opaque>").to_string());
+        assert_eq!(hv(json!("alice")).as_deref(), Some("alice"));
+        assert_eq!(hv(json!(1.5)).as_deref(), Some("1.5"));
+        assert_eq!(hv(json!(-3)).as_deref(), Some("-3"));
+        assert_eq!(hv(json!([1, true, "x"])).as_deref(), Some("1,true,x"));
+        for bad in [
+            json!("a\r\nx-injected: 1"),
+            json!("a\nb"),
+            json!("a\u{0}b"),
+            json!("tab\there"),
+            json!("a\u{2028}b"),
+            json!("\u{7f}"),
+            json!(""),
+            json!(null),
+            json!({"a": 1}),
+            json!([["nested"]]),
+            json!(["ok", "bad\r\n"]),
+        ] {
+            assert_eq!(hv(bad.clone()), None, "{bad}");
+        }
+        assert!(claim_header_value(&json!("x".repeat(MAX_CLAIM_HEADER_LEN + 1))).is_none());
+    }
+
+    #[test]
+    fn prefixes_and_cookies() {
+        assert_eq!(
+            strip_prefix_ignore_case("Bearer abc", "Bearer "),
+            Some("abc")
+        );
+        assert_eq!(
+            strip_prefix_ignore_case("BEARER abc", "Bearer "),
+            Some("abc")
+        );
+        assert_eq!(strip_prefix_ignore_case("Basic abc", "Bearer "), None);
+        assert_eq!(strip_prefix_ignore_case("Béarer abc", "Bearer "), None);
+        assert_eq!(strip_prefix_ignore_case("Bea", "Bearer "), None);
+        let pairs: Vec<_> = cookie_pairs("a=1; b=\"2\";c; d = 4 ").collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2"), ("d", "4")]);
+    }
+
+    #[test]
+    fn nested_claim_lookup() {
+        let c = json!({"a": {"b": {"c": 1}}, "x.y": 2, "x": {"y": 3}});
+        assert_eq!(lookup_claim(&c, "a.b.c"), Some(&json!(1)));
+        assert_eq!(lookup_claim(&c, "x.y"), Some(&json!(2)));
+        assert_eq!(lookup_claim(&c, "a.z"), None);
+        assert_eq!(lookup_claim(&c, "a..b"), None);
+    }
+
+    #[test]
+    fn parser_rejects_malformed_tokens() {
+        let enc = |v: Value| B64URL.encode(v.to_string());
+        let h = enc(json!({"alg": "RS256", "kid": "k"}));
+        let p = enc(json!({"iss": "i", "exp": 1}));
+        assert!(fuzz_parse(&format!("{h}.{p}.c2ln")));
+        for (token, kind) in [
+            (format!("{h}.{p}"), FailureKind::BadFormat),
+            (format!("{h}.{p}.c2ln.x"), FailureKind::BadFormat),
+            (format!("{h}.{p}."), FailureKind::BadFormat),
+            (format!("{h} .{p}.c2ln"), FailureKind::BadFormat),
+            (format!("!!.{p}.c2ln"), FailureKind::BadFormat),
+            (
+                format!("{}.{p}.c2ln", enc(json!([1]))),
+                FailureKind::BadHeader,
+            ),
+            (
+                format!("{}.{p}.c2ln", enc(json!({"alg": 1}))),
+                FailureKind::BadHeader,
+            ),
+            (
+                format!("{}.{p}.c2ln", enc(json!({"alg": "RS256", "kid": 7}))),
+                FailureKind::BadHeader,
+            ),
+            (
+                format!("{}.{p}.c2ln", enc(json!({"alg": "none"}))),
+                FailureKind::UnsupportedAlgorithm,
+            ),
+            (
+                format!("{}.{p}.c2ln", enc(json!({"alg": "HS256"}))),
+                FailureKind::UnsupportedAlgorithm,
+            ),
+            (
+                format!("{}.{p}.c2ln", enc(json!({"alg": "rs256"}))),
+                FailureKind::UnsupportedAlgorithm,
+            ),
+            (
+                format!("{h}.{}.c2ln", enc(json!("str"))),
+                FailureKind::BadPayload,
+            ),
+            (
+                format!("{h}.{}.c2ln", enc(json!({"exp": -1}))),
+                FailureKind::BadPayload,
+            ),
+            (
+                format!("{h}.{}.c2ln", enc(json!({"nbf": "soon"}))),
+                FailureKind::BadPayload,
+            ),
+            (
+                format!("{h}.{}.c2ln", enc(json!({"aud": 5}))),
+                FailureKind::BadPayload,
+            ),
+            (
+                format!("{h}.{}.c2ln", enc(json!({"aud": ["a", 5]}))),
+                FailureKind::BadPayload,
+            ),
+        ] {
+            let e = ParsedJwt::parse(&token).unwrap_err();
+            assert_eq!(e.kind, kind, "{token}: {e:?}");
+        }
+        assert!(!fuzz_parse(&"a".repeat(MAX_TOKEN_LEN + 1)));
+    }
 }

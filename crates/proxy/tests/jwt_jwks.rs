@@ -142,10 +142,16 @@ async fn before_the_first_successful_fetch_tokens_are_rejected() {
 async fn unknown_kid_refetches_once_for_a_burst() {
     // The server is slow so that the burst overlaps one in-flight fetch.
     let server = JwksServer::start(jwks("k1")).await;
-    let cache = cache_with_ca(None);
+    // A 1 s rate-limit window: wide enough that a slow machine still sends the whole burst
+    // (and the requests after it) inside it.
+    let cache = JwksCache::new(JwksOptions {
+        min_fetch_interval: Duration::from_secs(1),
+        ..fast_options()
+    })
+    .unwrap();
     let auth = Arc::new(remote_auth(&cache, &server.url("/jwks"), ""));
     assert_authenticated(&run(&auth, tok("t1")).await);
-    tokio::time::sleep(Duration::from_millis(400)).await; // past the rate-limit window
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the rate-limit window
     server.set(Reply::Slow(Duration::from_millis(200), jwks("k1").into()));
     let before = server.fetches();
     let tasks: Vec<_> = (0..50)

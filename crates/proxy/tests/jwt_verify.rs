@@ -599,3 +599,46 @@ async fn too_many_tokens_in_one_request_are_refused() {
     let o = r.run(&auth).await;
     assert_eq!(assert_invalid(&o).kind, FailureKind::BadFormat);
 }
+
+/// Per-request cost with cached keys: `cargo test --release -p trellis-proxy --test jwt_verify
+/// -- --ignored --nocapture per_request_cost`.
+#[tokio::test]
+#[ignore]
+async fn per_request_cost() {
+    let auth = main_auth();
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let t = token(&format!("ok_{alg}"));
+        let bearer = http::HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", bearer.clone());
+            headers.insert("user-agent", http::HeaderValue::from_static("bench"));
+            let mut uri: http::Uri = "/api/v1/orders?x=1".parse().unwrap();
+            let o = auth
+                .authenticate(&mut headers, &mut uri, &["web.foo.svc.cluster.local"])
+                .await;
+            assert!(matches!(o, AuthnOutcome::Authenticated(_)));
+        }
+        let per = start.elapsed() / n;
+        // The same token again and again: the verified-token cache answers.
+        println!("{alg}: {per:?} per request (cached verification)");
+        // A fresh authenticator each time: the signature is checked.
+        let m = 200;
+        let mut cold = std::time::Duration::ZERO;
+        for _ in 0..m {
+            let fresh = main_auth();
+            let mut headers = http::HeaderMap::new();
+            headers.insert("authorization", bearer.clone());
+            let mut uri: http::Uri = "/".parse().unwrap();
+            let start = std::time::Instant::now();
+            let o = fresh
+                .authenticate(&mut headers, &mut uri, &["web.foo.svc.cluster.local"])
+                .await;
+            cold += start.elapsed();
+            assert!(matches!(o, AuthnOutcome::Authenticated(_)));
+        }
+        println!("{alg}: {:?} per request (signature verified)", cold / m);
+    }
+}

@@ -23,6 +23,12 @@
 //! accepts tokens without `aud`, or whose `aud` names a destination host the caller passes
 //! (Istio: "the service name will be accepted"; Envoy as Istio configures it does not check
 //! `aud` at all then: `EmptyAudiences::Any` restores that).
+//!
+//! Cost: a token verified once is remembered (by its exact text, bounded, sharded) together
+//! with the key set that verified it; later requests with it skip the signature check (about
+//! 0.8 µs per request in release instead of 40-80 µs) but still get the location, time and
+//! audience checks, and a key-set refresh invalidates the entry. A request may carry at most
+//! 8 distinct tokens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

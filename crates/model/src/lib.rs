@@ -7,6 +7,7 @@
 //! The proxy, `trellis explain` and the control plane share this code so one
 //! compile path serves every mode.
 
+pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod compile;

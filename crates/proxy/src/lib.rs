@@ -14,6 +14,7 @@
 //! Decisions (route matching, compile) live in `trellis-model`; this crate does the I/O.
 
 pub mod http;
+pub mod security;
 pub mod state;
 pub mod upstream;
 

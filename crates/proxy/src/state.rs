@@ -16,6 +16,9 @@ pub struct ProxyState {
     pub config: ArcSwap<ProxyConfig>,
     /// Runtime state of clusters (pools, LB, outlier ejections), keyed by cluster name.
     pub upstreams: Upstreams,
+    /// Set when the proxy starts draining (shutdown): connections should finish the request
+    /// in flight and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
+    pub drain: Drain,
 }
 
 impl ProxyState {
@@ -23,6 +26,7 @@ impl ProxyState {
         Arc::new(ProxyState {
             config: ArcSwap::from_pointee(config),
             upstreams: Upstreams::default(),
+            drain: Drain::default(),
         })
     }
 
@@ -49,4 +53,32 @@ pub struct ConnectionInfo {
     pub sni: Option<String>,
     /// SPIFFE identity of the peer (mTLS), when known.
     pub peer_identity: Option<String>,
+}
+
+/// The proxy-wide drain signal: set once, when a graceful shutdown begins.
+#[derive(Debug)]
+pub struct Drain(tokio::sync::watch::Sender<bool>);
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl Drain {
+    /// Starts draining (idempotent).
+    pub fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once draining has started (at once if it already has).
+    pub async fn started(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while borrowed.
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
 }

@@ -362,6 +362,11 @@ impl RunningProxy {
         });
     }
 
+    /// Forgets the last rejection (the inputs are back to the config in force).
+    pub(crate) fn clear_last_error(&self) {
+        lock(&self.inner.status).last_error = None;
+    }
+
     fn prepare(
         &self,
         mut config: ProxyConfig,

@@ -38,7 +38,11 @@ pub struct ProxyArgs {
 
     /// Mesh config file (Istio MeshConfig YAML); otherwise the `istio` ConfigMap in the root
     /// namespace of the inputs, otherwise Istio's defaults.
-    #[arg(long = "meshConfigFile", alias = "mesh-config-file", value_name = "FILE")]
+    #[arg(
+        long = "meshConfigFile",
+        alias = "mesh-config-file",
+        value_name = "FILE"
+    )]
     pub mesh_config_file: Option<PathBuf>,
 
     /// Namespace for namespaced resources that name none.
@@ -210,7 +214,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .workload
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
-        .ok_or_else(|| anyhow!("invalid --workload {:?}: expected NAMESPACE/NAME", args.workload))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "invalid --workload {:?}: expected NAMESPACE/NAME",
+                args.workload
+            )
+        })?;
     if args.config.is_empty() && args.kustomize.is_empty() {
         bail!("no config: give --config PATH (files or directories) or -k DIR");
     }
@@ -224,7 +233,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         let (n, files) = spec
             .split_once('=')
             .ok_or_else(|| anyhow!("invalid --secret {spec:?}: expected NAME=CERT,KEY[,CA]"))?;
-        secret_files.insert(n.to_string(), SecretFiles::parse(files).map_err(|e| anyhow!(e))?);
+        secret_files.insert(
+            n.to_string(),
+            SecretFiles::parse(files).map_err(|e| anyhow!(e))?,
+        );
     }
     let admin = parse_addr("--admin", &args.admin)?;
     let default_status = SocketAddr::new(
@@ -270,7 +282,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let extra_paths: Vec<PathBuf> = secret_files
         .values()
         .flat_map(|f: &SecretFiles| {
-            [Some(f.cert_chain.clone()), Some(f.private_key.clone()), f.ca.clone()]
+            [
+                Some(f.cert_chain.clone()),
+                Some(f.private_key.clone()),
+                f.ca.clone(),
+            ]
         })
         .flatten()
         .collect();
@@ -322,7 +338,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         )
         .context("cannot watch the config")?;
         if !args.no_watch {
-            tracing::info!("watching {} input(s) for changes; SIGHUP reloads", watched.len());
+            tracing::info!(
+                "watching {} input(s) for changes; SIGHUP reloads",
+                watched.len()
+            );
         }
 
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

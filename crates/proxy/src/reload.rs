@@ -114,8 +114,12 @@ impl ManifestSource {
 impl ConfigLoader for ManifestSource {
     fn load(&self, version: &str) -> Result<ProxyConfig, LoadError> {
         let (set, mesh) = self.load_resources()?;
-        let target = find_target(&set.resources, &self.workload_namespace, &self.workload_name)
-            .map_err(|e| LoadError::new(e.to_string()))?;
+        let target = find_target(
+            &set.resources,
+            &self.workload_namespace,
+            &self.workload_name,
+        )
+        .map_err(|e| LoadError::new(e.to_string()))?;
         compile(&set.resources, &mesh, &target, version)
             .map_err(|e| LoadError::new(format!("compile failed: {e}")))
     }
@@ -136,7 +140,12 @@ impl ConfigLoader for ManifestSource {
 /// Adds the paths a kustomization under `dir` (or its subdirectories) pulls in from
 /// elsewhere: `resources`, `bases`, `components`, patch and generator files. Remote
 /// references (URLs) are skipped.
-fn kustomize_references(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<PathBuf>, depth: u32) {
+fn kustomize_references(
+    dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    depth: u32,
+) {
     if depth > 16 || !seen.insert(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())) {
         return;
     }
@@ -159,20 +168,40 @@ fn kustomize_references(dir: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<P
         return;
     };
     let mut refs = Vec::new();
-    for key in ["resources", "bases", "components", "patchesStrategicMerge", "crds"] {
+    for key in [
+        "resources",
+        "bases",
+        "components",
+        "patchesStrategicMerge",
+        "crds",
+    ] {
         if let Some(list) = doc.get(key).and_then(|v| v.as_array()) {
             refs.extend(list.iter().filter_map(|v| v.as_str()).map(str::to_string));
         }
     }
     for key in ["patches", "patchesJson6902"] {
         if let Some(list) = doc.get(key).and_then(|v| v.as_array()) {
-            refs.extend(list.iter().filter_map(|v| v.get("path")?.as_str()).map(str::to_string));
+            refs.extend(
+                list.iter()
+                    .filter_map(|v| v.get("path")?.as_str())
+                    .map(str::to_string),
+            );
         }
     }
     for key in ["configMapGenerator", "secretGenerator"] {
-        for g in doc.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+        for g in doc
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             for field in ["files", "envs"] {
-                for f in g.get(field).and_then(|v| v.as_array()).into_iter().flatten() {
+                for f in g
+                    .get(field)
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(s) = f.as_str() {
                         // `key=path` or `path`
                         refs.push(s.rsplit_once('=').map_or(s, |(_, p)| p).to_string());
@@ -476,7 +505,11 @@ mod tests {
         std::fs::create_dir_all(root.join("overlays/dev")).unwrap();
         std::fs::create_dir_all(root.join("shared")).unwrap();
         std::fs::write(root.join("shared/patch.yaml"), "x: 1\n").unwrap();
-        std::fs::write(root.join("base/kustomization.yaml"), "resources: [gw.yaml]\n").unwrap();
+        std::fs::write(
+            root.join("base/kustomization.yaml"),
+            "resources: [gw.yaml]\n",
+        )
+        .unwrap();
         std::fs::write(
             root.join("overlays/dev/kustomization.yaml"),
             "resources:\n- ../../base\n- https://example.com/x.yaml\npatches:\n- path: ../../shared/patch.yaml\n",
@@ -492,8 +525,14 @@ mod tests {
         };
         let paths = src.watch_paths();
         assert!(paths.contains(&root.join("overlays/dev")), "{paths:?}");
-        assert!(paths.contains(&root.join("overlays/dev/../../base")), "{paths:?}");
-        assert!(paths.contains(&root.join("overlays/dev/../../shared/patch.yaml")), "{paths:?}");
+        assert!(
+            paths.contains(&root.join("overlays/dev/../../base")),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&root.join("overlays/dev/../../shared/patch.yaml")),
+            "{paths:?}"
+        );
         assert_eq!(paths.len(), 3, "{paths:?}");
     }
 }

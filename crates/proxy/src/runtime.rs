@@ -380,7 +380,15 @@ impl RunningProxy {
         let mut tls = ServerConfigCache::default();
         let mut prepared: Vec<Prepared> = Vec::new();
         let mut by_key: HashMap<ListenerKey, String> = HashMap::new();
+        let mut by_address: HashMap<SocketAddr, &str> = HashMap::new();
         for l in &config.listeners {
+            if let Some(other) = by_address.insert(l.address, &l.name) {
+                problems.push(format!(
+                    "listeners {other} and {} have the same address {}",
+                    l.name, l.address
+                ));
+                continue;
+            }
             let bind = opts.bind_address(l.address);
             let key = if bind.port() == 0 {
                 ListenerKey::Ephemeral(bind, l.name.clone())

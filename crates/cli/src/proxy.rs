@@ -3,7 +3,7 @@
 //! `POST /quitquitquit`.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -187,6 +187,7 @@ fn init_logging(level: &str, access: AccessSink) -> anyhow::Result<LogControl> {
     let filter = make(&base).map_err(|e| anyhow!(e))?;
     let (filter, handle) = reload::Layer::new(filter);
     let main = fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter);
     let access_layer = fmt::layer()
@@ -320,12 +321,6 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             source.workload_namespace,
             source.workload_name
         );
-        if let Some(a) = proxy.admin_addr() {
-            tracing::info!("admin listening on {a}");
-        }
-        if let Some(a) = proxy.status_addr() {
-            tracing::info!("status listening on {a}");
-        }
         let watched = source.watch_paths();
         let reloader = Reloader::spawn(
             Arc::new(source),
@@ -342,6 +337,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 "watching {} input(s) for changes; SIGHUP reloads",
                 watched.len()
             );
+        }
+        // Logged once everything (reload included) is in place: tests wait for this line.
+        if let Some(a) = proxy.admin_addr() {
+            tracing::info!("admin listening on {a}");
+        }
+        if let Some(a) = proxy.status_addr() {
+            tracing::info!("status listening on {a}");
         }
 
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

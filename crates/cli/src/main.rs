@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod mesh;
+mod proxy;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +23,19 @@ struct Cli {
 enum Command {
     /// Analyze Istio configuration and report problems (istioctl analyze).
     Analyze(analyze::AnalyzeArgs),
+    /// Run a proxy (gateway or sidecar) compiled from manifests on disk, without a control
+    /// plane; reloads on SIGHUP and file changes.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every TLS config in the process (aws-lc-rs); an error only
+    // means one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Proxy(args) => proxy::run(args),
     };
     match result {
         Ok(code) => code,

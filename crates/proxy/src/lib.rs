@@ -9,17 +9,24 @@
 //! - `upstream`: clusters at runtime: endpoint selection (load balancing), connection pools,
 //!   circuit breaking, outlier detection.
 //! - `tcp`: raw TCP and TLS passthrough forwarding.
-//! - `admin`: config dump, readiness, stats.
+//! - `admin`: config dump, readiness, server info, shutdown; the status (readiness) port.
+//! - `reload`: standalone mode: manifests -> compile -> apply, on SIGHUP and file changes.
 //!
 //! Decisions (route matching, compile) live in `trellis-model`; this crate does the I/O.
 
+pub mod admin;
 pub mod http;
+pub mod listener;
+pub mod reload;
+pub mod runtime;
 pub mod security;
 pub mod state;
+pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
+pub use runtime::{ApplyError, ProxyRuntime, RunningProxy, RuntimeOptions};
 pub use state::{ConnectionInfo, ProxyState};
-pub mod tcp;
 
 #[cfg(test)]
 pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {

@@ -21,6 +21,9 @@ pub struct ProxyState {
     /// once by the identity layer. Until then such clusters are dialled in plaintext (with a
     /// warning per cluster).
     pub mesh_tls: OnceLock<Arc<dyn MeshTlsProvider>>,
+    /// Set when the proxy starts draining (shutdown): connections should finish the request
+    /// in flight and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
+    pub drain: Drain,
 }
 
 impl ProxyState {
@@ -29,6 +32,7 @@ impl ProxyState {
             config: ArcSwap::from_pointee(config),
             upstreams: Upstreams::default(),
             mesh_tls: OnceLock::new(),
+            drain: Drain::default(),
         })
     }
 
@@ -68,5 +72,33 @@ impl ConnectionInfo {
     /// into `local_addr` at accept time, so this stays the single seam.
     pub fn original_dst(&self) -> SocketAddr {
         self.local_addr
+    }
+}
+
+/// The proxy-wide drain signal: set once, when a graceful shutdown begins.
+#[derive(Debug)]
+pub struct Drain(tokio::sync::watch::Sender<bool>);
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl Drain {
+    /// Starts draining (idempotent).
+    pub fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once draining has started (at once if it already has).
+    pub async fn started(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while borrowed.
+        let _ = rx.wait_for(|draining| *draining).await;
     }
 }

@@ -157,12 +157,22 @@ impl ListenerPlan {
 
     /// The chain for a connection: transport first, then SNI (exact, longest `*.suffix`,
     /// chains naming no server), each in config order.
-    pub fn select(&self, detected: &Detected) -> Option<&ChainPlan> {
+    /// `dest_port` is the port the client dialled (chains for one workload port on
+    /// `virtualInbound` match on it).
+    pub fn select(&self, detected: &Detected, dest_port: u16) -> Option<&ChainPlan> {
         let (tls, sni) = match detected {
             Detected::Skipped | Detected::Plaintext => (false, None),
             Detected::Tls(hello) => (true, hello.sni.as_deref()),
         };
-        let candidates = || self.chains.iter().filter(move |c| c.accepts_transport(tls));
+        let candidates = || {
+            self.chains.iter().filter(move |c| {
+                c.accepts_transport(tls)
+                    && c.chain
+                        .filter_match
+                        .destination_port
+                        .is_none_or(|p| p == dest_port)
+            })
+        };
         if let Some(sni) = sni {
             if let Some(c) = candidates().find(|c| {
                 c.chain
@@ -244,7 +254,7 @@ pub async fn serve<D: Dispatch>(
             return;
         }
     };
-    let Some(chain) = plan.select(&detected) else {
+    let Some(chain) = plan.select(&detected, local_addr.port()) else {
         tracing::debug!(listener = %plan.name, peer = %peer_addr, ?detected, "no filter chain matches the connection (NR)");
         return;
     };
@@ -692,6 +702,7 @@ mod tests {
                     server_names: names.iter().map(|s| s.to_string()).collect(),
                     tls_only: tls,
                     plaintext_only: !tls,
+                    destination_port: None,
                 },
                 tls: None,
                 handler: ChainHandler::Http(HttpManager {
@@ -727,7 +738,7 @@ mod tests {
             Duration::from_secs(1),
         );
         assert!(plan.needs_detection);
-        let pick = |d: Detected| plan.select(&d).map(|c| c.chain.name.clone());
+        let pick = |d: Detected| plan.select(&d, 443).map(|c| c.chain.name.clone());
         assert_eq!(pick(Detected::Plaintext).as_deref(), Some("plain"));
         assert_eq!(pick(tls_with("www.example.com")).as_deref(), Some("exact"));
         assert_eq!(pick(tls_with("a.example.com")).as_deref(), Some("wild"));
@@ -762,7 +773,7 @@ mod tests {
             Duration::from_secs(1),
         );
         assert!(!plan.needs_detection);
-        assert!(plan.select(&Detected::Skipped).is_some());
+        assert!(plan.select(&Detected::Skipped, 80).is_some());
     }
 
     #[tokio::test]

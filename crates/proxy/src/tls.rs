@@ -407,6 +407,7 @@ mod tests {
             private_key_pem: ck.signing_key.serialize_pem(),
             ca_pem: None,
             source: "test".into(),
+            files: None,
         }
     }
 

@@ -496,6 +496,7 @@ async fn tls_passthrough_gets_the_untouched_client_hello_and_the_sni() {
                 server_names: vec!["db.example.com".into()],
                 tls_only: true,
                 plaintext_only: false,
+                destination_port: None,
             },
             tls: None,
             handler: ChainHandler::TlsPassthrough(vec![]),

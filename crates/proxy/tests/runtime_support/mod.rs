@@ -60,6 +60,7 @@ impl TestCa {
             private_key_pem: key.serialize_pem(),
             ca_pem: None,
             source: format!("test leaf {dns:?}"),
+            files: None,
         }
     }
 
@@ -70,6 +71,7 @@ impl TestCa {
             private_key_pem: String::new(),
             ca_pem: Some(self.pem.clone()),
             source: "test CA".into(),
+            files: None,
         }
     }
 }
@@ -109,6 +111,7 @@ pub fn config(
     }
     let cluster = "outbound|8080||echo.default.svc.cluster.local".to_string();
     ProxyConfig {
+        warnings: Vec::new(),
         version: version.into(),
         node: node(),
         mesh: MeshSettings {
@@ -135,6 +138,7 @@ pub fn config(
                 pool: ConnectionPool::default(),
                 outlier: None,
                 tls: UpstreamTls::None,
+                auto_mtls: false,
                 destination_rule: None,
             }),
         )]),
@@ -202,6 +206,7 @@ pub fn https_chain(server_names: &[&str], tls: DownstreamTls, route_table: &str)
             server_names: server_names.iter().map(|s| s.to_string()).collect(),
             tls_only: true,
             plaintext_only: false,
+            destination_port: None,
         },
         tls: Some(tls),
         handler: http_handler(route_table),

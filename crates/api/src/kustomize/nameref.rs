@@ -1,0 +1,260 @@
+//! Name reference fix-ups (kustomize `nameReference`): once objects are renamed (prefix, suffix,
+//! hash, namespace), fields that refer to them by name (volumes, envFrom, roleRef, subjects,
+//! serviceName, ...) follow.
+
+use serde_json::Value;
+
+use super::error::KustomizeError;
+use super::fieldspec::{self, name_references, FieldSpec};
+use super::res::Res;
+use super::resid::{Gvk, ResId};
+use super::util::scalar_text;
+
+/// What the filter needs to know about a possible referral target.
+struct Candidate {
+    cur: ResId,
+    org: ResId,
+    prev: Vec<ResId>,
+    name: String,
+    namespace: String,
+    kind: String,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+fn candidate(r: &Res) -> Candidate {
+    Candidate {
+        cur: r.cur_id(),
+        org: r.org_id(),
+        prev: r.prev_ids(),
+        name: r.name(),
+        namespace: r.namespace(),
+        kind: r.kind(),
+        prefixes: r.prefixes.clone(),
+        suffixes: r.suffixes.clone(),
+    }
+}
+
+/// kustomize `SameEndingSubSlice`.
+fn same_ending(a: &[String], b: &[String]) -> bool {
+    let (short, long) = if a.len() > b.len() { (b, a) } else { (a, b) };
+    let diff = long.len() - short.len();
+    if short.is_empty() {
+        return diff == 0;
+    }
+    (0..short.len()).all(|i| long[i + diff] == short[i])
+}
+
+/// The referrer's side of one name reference field.
+struct Referrer<'a> {
+    cur: ResId,
+    roleref_gvk: Option<Gvk>,
+    prefixes: &'a [String],
+    suffixes: &'a [String],
+    path: &'a str,
+    target: &'a Gvk,
+}
+
+impl Referrer<'_> {
+    fn select<'c>(
+        &self,
+        old_name: &str,
+        candidates: Vec<&'c Candidate>,
+        identical: fn(&[&Candidate]) -> bool,
+    ) -> Result<Option<&'c Candidate>, String> {
+        let mut c: Vec<&Candidate> = candidates
+            .into_iter()
+            .filter(|r| r.prev.iter().any(|id| id.name == old_name))
+            .filter(|r| r.prev.iter().any(|id| id.gvk.is_selected(self.target)))
+            .collect();
+        if self.path.ends_with("roleRef/name") {
+            if let Some(g) = &self.roleref_gvk {
+                c.retain(|r| r.prev.iter().any(|id| id.gvk.is_selected(g)));
+            }
+        }
+        if !self.cur.is_cluster_scoped() {
+            c.retain(|r| {
+                r.cur.is_cluster_scoped()
+                    || r.kind == "ServiceAccount"
+                    || self.cur.is_ns_equals(&r.cur)
+            });
+        }
+        if c.len() == 1 {
+            return Ok(Some(c[0]));
+        }
+        c.retain(|r| {
+            same_ending(&r.prefixes, self.prefixes) && same_ending(&r.suffixes, self.suffixes)
+        });
+        match c.len() {
+            0 => Ok(None),
+            1 => Ok(Some(c[0])),
+            _ if identical(&c) => Ok(Some(c[0])),
+            _ => Err(format!(
+                "found multiple possible referrals: {}",
+                c.iter()
+                    .map(|x| x.cur.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    fn set_scalar(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+        let Some(old) = scalar_text(node) else {
+            return Ok(());
+        };
+        let referral = self.select(&old, cands.to_vec(), |c| {
+            c.iter().all(|x| x.name == c[0].name)
+        })?;
+        if let Some(r) = referral {
+            if r.name != old {
+                *node = Value::String(r.name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mapping(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+        let Value::Object(m) = node else {
+            return Ok(());
+        };
+        let Some(name) = m.get("name") else {
+            return Err("path config error; no 'name' field in node".into());
+        };
+        let old = scalar_text(name).unwrap_or_default();
+        let filtered: Vec<&Candidate> = match m.get("namespace") {
+            None => cands.to_vec(),
+            Some(ns) => {
+                let ns = scalar_text(ns).unwrap_or_default();
+                let by_org: Vec<&Candidate> = cands
+                    .iter()
+                    .filter(|c| !c.org.is_cluster_scoped() && c.org.effective_namespace() == ns)
+                    .copied()
+                    .collect();
+                if !by_org.is_empty() {
+                    by_org
+                } else {
+                    cands
+                        .iter()
+                        .filter(|c| {
+                            !c.cur.is_cluster_scoped() && c.cur.effective_namespace() == ns
+                        })
+                        .copied()
+                        .collect()
+                }
+            }
+        };
+        let referral = self.select(&old, filtered, |c| {
+            c.iter()
+                .all(|x| x.name == c[0].name && x.namespace == c[0].namespace)
+        })?;
+        let Some(r) = referral else { return Ok(()) };
+        if r.name == old && r.namespace.is_empty() {
+            return Ok(());
+        }
+        m.insert("name".into(), Value::String(r.name.clone()));
+        if !r.namespace.is_empty() {
+            m.insert("namespace".into(), Value::String(r.namespace.clone()));
+        }
+        Ok(())
+    }
+
+    fn set(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+        match node {
+            Value::Null => Ok(()),
+            Value::Object(_) => self.set_mapping(node, cands),
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    match item {
+                        Value::Object(_) => self.set_mapping(item, cands)?,
+                        Value::Array(_) | Value::Null => {}
+                        _ => self.set_scalar(item, cands)?,
+                    }
+                }
+                Ok(())
+            }
+            _ => self.set_scalar(node, cands),
+        }
+    }
+}
+
+/// `roleRef` group and kind of a (Cluster)RoleBinding.
+fn roleref_gvk(v: &Value) -> Option<Gvk> {
+    let rr = v.get("roleRef")?;
+    Some(Gvk {
+        group: scalar_text(rr.get("apiGroup")?)?,
+        version: String::new(),
+        kind: scalar_text(rr.get("kind")?)?,
+    })
+}
+
+/// Namespaces of ServiceAccount subjects of a RoleBinding.
+fn rolebinding_namespaces(r: &Res) -> Vec<String> {
+    if r.kind() != "RoleBinding" {
+        return Vec::new();
+    }
+    let Some(Value::Array(subjects)) = r.field(&["subjects"]) else {
+        return Vec::new();
+    };
+    subjects
+        .iter()
+        .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
+        .filter_map(|s| s.get("namespace").and_then(scalar_text))
+        .collect()
+}
+
+/// Fixes every name reference in `list` (kustomize `FixBackReferences`).
+pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
+    let backrefs = name_references();
+    let cands: Vec<Candidate> = list.iter().map(candidate).collect();
+    for i in 0..list.len() {
+        let org = list[i].org_id();
+        // The name reference fields this object may hold, in configuration order.
+        let specs: Vec<(&Gvk, &FieldSpec)> = backrefs
+            .iter()
+            .flat_map(|b| b.referrers.iter().map(move |f| (&b.target, f)))
+            .filter(|(_, f)| org.gvk.is_selected(&f.gvk))
+            .collect();
+        if specs.is_empty() {
+            continue;
+        }
+        let cur = list[i].cur_id();
+        // Objects this one could refer to.
+        let rb_ns = rolebinding_namespaces(&list[i]);
+        let subset: Vec<&Candidate> = cands
+            .iter()
+            .filter(|c| {
+                cur.is_cluster_scoped()
+                    || c.cur.is_cluster_scoped()
+                    || c.cur.is_ns_equals(&cur)
+                    || rb_ns.contains(&c.namespace)
+            })
+            .collect();
+        let roleref = roleref_gvk(&list[i].value);
+        let prefixes = list[i].prefixes.clone();
+        let suffixes = list[i].suffixes.clone();
+        for (target, f) in specs {
+            let referrer = Referrer {
+                cur: cur.clone(),
+                roleref_gvk: roleref.clone(),
+                prefixes: &prefixes,
+                suffixes: &suffixes,
+                path: &f.path,
+                target,
+            };
+            let r = &mut list[i];
+            let location = r.location.clone();
+            fieldspec::apply_path(&mut r.value, &f.path, &mut |node| referrer.set(node, &subset))
+                .map_err(|e| {
+                    KustomizeError::invalid(
+                        location.clone(),
+                        format!(
+                            "updating name reference in '{}' field of '{}': {e}",
+                            f.path, cur
+                        ),
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}

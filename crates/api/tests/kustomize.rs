@@ -58,7 +58,10 @@ fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    Ok(values("kubectl output", &String::from_utf8_lossy(&out.stdout)))
+    Ok(values(
+        "kubectl output",
+        &String::from_utf8_lossy(&out.stdout),
+    ))
 }
 
 /// A readable account of how two outputs differ.
@@ -178,7 +181,9 @@ fn error_cases_are_located() {
             }
         }
         if live && kubectl_kustomize(&root).is_ok() {
-            failures.push(format!("{name}: kubectl kustomize succeeds on an error case"));
+            failures.push(format!(
+                "{name}: kubectl kustomize succeeds on an error case"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -192,7 +197,11 @@ fn resources_keep_their_file_locations() {
         .iter()
         .find(|d| d.value["kind"] == "VirtualService")
         .expect("a VirtualService");
-    assert!(vs.location.file.ends_with("base/virtualservice.yaml"), "{}", vs.location);
+    assert!(
+        vs.location.file.ends_with("base/virtualservice.yaml"),
+        "{}",
+        vs.location
+    );
     // The patched route still points into the base file.
     let l = vs.spans.locate("/spec/http/0").unwrap();
     assert!(l.file.ends_with("base/virtualservice.yaml"));
@@ -202,7 +211,11 @@ fn resources_keep_their_file_locations() {
         .iter()
         .find(|d| d.value["kind"] == "ConfigMap")
         .expect("a ConfigMap");
-    assert!(cm.location.file.ends_with("kustomization.yaml"), "{}", cm.location);
+    assert!(
+        cm.location.file.ends_with("kustomization.yaml"),
+        "{}",
+        cm.location
+    );
 }
 
 /// Developer aid: compares the directories in `KUST_DIRS` (separated by `:`) with live

@@ -229,7 +229,10 @@ fn read_resources(root: &Root, rel: &str, at: &Location) -> R<Vec<Res>> {
                 "missing Resource metadata: a resource must be a YAML mapping",
             ));
         };
-        let kind = m.get("kind").and_then(super::util::scalar_text).unwrap_or_default();
+        let kind = m
+            .get("kind")
+            .and_then(super::util::scalar_text)
+            .unwrap_or_default();
         if kind.ends_with("List") && m.contains_key("items") {
             match &m["items"] {
                 Value::Null => {}
@@ -279,9 +282,9 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
         .collect();
     match matches.as_slice() {
         [] => match new.behavior {
-            Behavior::Merge | Behavior::Replace => Err(new.error(format!(
-                "id {id} does not exist; cannot merge or replace"
-            ))),
+            Behavior::Merge | Behavior::Replace => {
+                Err(new.error(format!("id {id} does not exist; cannot merge or replace")))
+            }
             _ => res::append(list, new),
         },
         [i] => {
@@ -290,9 +293,9 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
                 Behavior::Merge => true,
                 Behavior::Replace => false,
                 _ => {
-                    return Err(new.error(format!(
-                        "id {id} exists; behavior must be merge or replace"
-                    )))
+                    return Err(
+                        new.error(format!("id {id} exists; behavior must be merge or replace"))
+                    )
                 }
             };
             // Metadata: labels and annotations merged, name, namespace and build bookkeeping
@@ -500,11 +503,17 @@ fn load_json6902(root: &Root, e: &Entry<PatchArgs>) -> R<(json_patch::Patch, Loc
         [d] if d.value.is_array() => {
             let ops = json_ops(&d.value, &location)?;
             if ops.0.is_empty() {
-                return Err(KustomizeError::invalid(location, "patch appears to be empty"));
+                return Err(KustomizeError::invalid(
+                    location,
+                    "patch appears to be empty",
+                ));
             }
             Ok((ops, location))
         }
-        [] => Err(KustomizeError::invalid(location, "patch appears to be empty")),
+        [] => Err(KustomizeError::invalid(
+            location,
+            "patch appears to be empty",
+        )),
         _ => Err(KustomizeError::invalid(
             location,
             "a JSON 6902 patch must be a list of operations",
@@ -641,7 +650,9 @@ fn sort(list: &mut [Res], order: Option<&SortOrder>) {
             return ra < rb;
         }
         let (sa, sb) = (a.legacy_sort_string(), b.legacy_sort_string());
-        if a.kind == "Namespace" && b.kind == "Namespace" && (a.group.is_empty() || b.group.is_empty())
+        if a.kind == "Namespace"
+            && b.kind == "Namespace"
+            && (a.group.is_empty() || b.group.is_empty())
         {
             return sa > sb;
         }

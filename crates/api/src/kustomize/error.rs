@@ -51,7 +51,9 @@ impl KustomizeError {
     pub fn location(&self) -> Option<Location> {
         match self {
             KustomizeError::Yaml(e) => Some(e.location.clone()),
-            KustomizeError::Io { path, .. } => Some(Location::new(path.display().to_string(), 1, 1)),
+            KustomizeError::Io { path, .. } => {
+                Some(Location::new(path.display().to_string(), 1, 1))
+            }
             KustomizeError::Invalid { location, .. }
             | KustomizeError::Unsupported { location, .. } => Some(location.clone()),
             KustomizeError::Build(_) => None,

@@ -45,9 +45,8 @@ fn parse_gv(api_version: &str) -> (String, String) {
         Some((g, v)) => (g.to_string(), v.to_string()),
         None => (api_version.to_string(), String::new()),
     };
-    let core = group.len() >= 2
-        && group.starts_with('v')
-        && matches!(group.as_bytes()[1], b'1' | b'2');
+    let core =
+        group.len() >= 2 && group.starts_with('v') && matches!(group.as_bytes()[1], b'1' | b'2');
     if version.is_empty() && core {
         version = std::mem::take(&mut group);
     }
@@ -85,13 +84,17 @@ pub fn split_path(path: &str) -> Vec<String> {
 pub type SetFn<'a> = dyn FnMut(&mut Value) -> Result<(), String> + 'a;
 
 /// Applies `set` to every field `fs` reaches in `obj` (kustomize `fieldspec.Filter`).
-pub fn apply(obj: &mut Value, fs: &FieldSpec, create: Create, set: &mut SetFn) -> Result<(), String> {
+pub fn apply(
+    obj: &mut Value,
+    fs: &FieldSpec,
+    create: Create,
+    set: &mut SetFn,
+) -> Result<(), String> {
     if !matches_gvk(fs, obj) {
         return Ok(());
     }
     let path = split_path(&fs.path);
-    walk(obj, &path, fs.create, create, set)
-        .map_err(|e| format!("at path '{}': {e}", fs.path))
+    walk(obj, &path, fs.create, create, set).map_err(|e| format!("at path '{}': {e}", fs.path))
 }
 
 /// Like `apply` without the gvk check (the caller already selected the object).
@@ -187,15 +190,45 @@ fn fs(group: &str, version: &str, kind: &str, path: &str, create: bool) -> Field
 fn metadata_labels() -> Vec<FieldSpec> {
     vec![
         fs("", "", "", "metadata/labels", true),
-        fs("", "v1", "ReplicationController", "spec/template/metadata/labels", true),
+        fs(
+            "",
+            "v1",
+            "ReplicationController",
+            "spec/template/metadata/labels",
+            true,
+        ),
         fs("", "", "Deployment", "spec/template/metadata/labels", true),
         fs("", "", "ReplicaSet", "spec/template/metadata/labels", true),
         fs("", "", "DaemonSet", "spec/template/metadata/labels", true),
-        fs("apps", "", "StatefulSet", "spec/template/metadata/labels", true),
-        fs("apps", "", "StatefulSet", "spec/volumeClaimTemplates[]/metadata/labels", true),
+        fs(
+            "apps",
+            "",
+            "StatefulSet",
+            "spec/template/metadata/labels",
+            true,
+        ),
+        fs(
+            "apps",
+            "",
+            "StatefulSet",
+            "spec/volumeClaimTemplates[]/metadata/labels",
+            true,
+        ),
         fs("batch", "", "Job", "spec/template/metadata/labels", true),
-        fs("batch", "", "CronJob", "spec/jobTemplate/metadata/labels", true),
-        fs("batch", "", "CronJob", "spec/jobTemplate/spec/template/metadata/labels", true),
+        fs(
+            "batch",
+            "",
+            "CronJob",
+            "spec/jobTemplate/metadata/labels",
+            true,
+        ),
+        fs(
+            "batch",
+            "",
+            "CronJob",
+            "spec/jobTemplate/spec/template/metadata/labels",
+            true,
+        ),
     ]
 }
 
@@ -225,17 +258,59 @@ pub fn common_labels() -> Vec<FieldSpec> {
     }
     v.push(fs("", "", "ReplicaSet", "spec/selector/matchLabels", true));
     v.push(fs("", "", "DaemonSet", "spec/selector/matchLabels", true));
-    v.push(fs("apps", "", "StatefulSet", "spec/selector/matchLabels", true));
-    v.push(fs("apps", "", "StatefulSet", "spec/volumeClaimTemplates[]/metadata/labels", true));
+    v.push(fs(
+        "apps",
+        "",
+        "StatefulSet",
+        "spec/selector/matchLabels",
+        true,
+    ));
+    v.push(fs(
+        "apps",
+        "",
+        "StatefulSet",
+        "spec/volumeClaimTemplates[]/metadata/labels",
+        true,
+    ));
     for p in affinity {
         v.push(fs("apps", "", "StatefulSet", p, false));
     }
     v.push(fs("batch", "", "Job", "spec/selector/matchLabels", false));
-    v.push(fs("batch", "", "CronJob", "spec/jobTemplate/spec/selector/matchLabels", false));
-    v.push(fs("policy", "", "PodDisruptionBudget", "spec/selector/matchLabels", false));
-    v.push(fs("networking.k8s.io", "", "NetworkPolicy", "spec/podSelector/matchLabels", false));
-    v.push(fs("networking.k8s.io", "", "NetworkPolicy", "spec/ingress/from/podSelector/matchLabels", false));
-    v.push(fs("networking.k8s.io", "", "NetworkPolicy", "spec/egress/to/podSelector/matchLabels", false));
+    v.push(fs(
+        "batch",
+        "",
+        "CronJob",
+        "spec/jobTemplate/spec/selector/matchLabels",
+        false,
+    ));
+    v.push(fs(
+        "policy",
+        "",
+        "PodDisruptionBudget",
+        "spec/selector/matchLabels",
+        false,
+    ));
+    v.push(fs(
+        "networking.k8s.io",
+        "",
+        "NetworkPolicy",
+        "spec/podSelector/matchLabels",
+        false,
+    ));
+    v.push(fs(
+        "networking.k8s.io",
+        "",
+        "NetworkPolicy",
+        "spec/ingress/from/podSelector/matchLabels",
+        false,
+    ));
+    v.push(fs(
+        "networking.k8s.io",
+        "",
+        "NetworkPolicy",
+        "spec/egress/to/podSelector/matchLabels",
+        false,
+    ));
     v.extend(metadata_labels());
     v
 }
@@ -244,14 +319,62 @@ pub fn common_labels() -> Vec<FieldSpec> {
 pub fn common_annotations() -> Vec<FieldSpec> {
     vec![
         fs("", "", "", "metadata/annotations", true),
-        fs("", "v1", "ReplicationController", "spec/template/metadata/annotations", true),
-        fs("", "", "Deployment", "spec/template/metadata/annotations", true),
-        fs("", "", "ReplicaSet", "spec/template/metadata/annotations", true),
-        fs("", "", "DaemonSet", "spec/template/metadata/annotations", true),
-        fs("", "", "StatefulSet", "spec/template/metadata/annotations", true),
-        fs("batch", "", "Job", "spec/template/metadata/annotations", true),
-        fs("batch", "", "CronJob", "spec/jobTemplate/metadata/annotations", true),
-        fs("batch", "", "CronJob", "spec/jobTemplate/spec/template/metadata/annotations", true),
+        fs(
+            "",
+            "v1",
+            "ReplicationController",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "",
+            "",
+            "Deployment",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "",
+            "",
+            "ReplicaSet",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "",
+            "",
+            "DaemonSet",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "",
+            "",
+            "StatefulSet",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "batch",
+            "",
+            "Job",
+            "spec/template/metadata/annotations",
+            true,
+        ),
+        fs(
+            "batch",
+            "",
+            "CronJob",
+            "spec/jobTemplate/metadata/annotations",
+            true,
+        ),
+        fs(
+            "batch",
+            "",
+            "CronJob",
+            "spec/jobTemplate/spec/template/metadata/annotations",
+            true,
+        ),
     ]
 }
 
@@ -262,7 +385,13 @@ pub fn namespace() -> Vec<FieldSpec> {
         fs("", "", "Namespace", "metadata/name", true),
         fs("", "", "RoleBinding", "subjects[]/namespace", false),
         fs("", "", "ClusterRoleBinding", "subjects[]/namespace", false),
-        fs("apiregistration.k8s.io", "", "APIService", "spec/service/namespace", true),
+        fs(
+            "apiregistration.k8s.io",
+            "",
+            "APIService",
+            "spec/service/namespace",
+            true,
+        ),
         fs(
             "apiextensions.k8s.io",
             "",
@@ -280,8 +409,20 @@ pub fn images() -> Vec<FieldSpec> {
         fs("", "", "", "spec/initContainers[]/image", true),
         fs("", "", "", "spec/volumes[]/image/reference", true),
         fs("", "", "", "spec/template/spec/containers[]/image", true),
-        fs("", "", "", "spec/template/spec/initContainers[]/image", true),
-        fs("", "", "", "spec/template/spec/volumes[]/image/reference", true),
+        fs(
+            "",
+            "",
+            "",
+            "spec/template/spec/initContainers[]/image",
+            true,
+        ),
+        fs(
+            "",
+            "",
+            "",
+            "spec/template/spec/volumes[]/image/reference",
+            true,
+        ),
     ]
 }
 
@@ -309,13 +450,30 @@ pub fn name_references() -> Vec<NameBackRef> {
         kind: kind.into(),
     };
     let mut out = Vec::new();
-    for kind in ["Deployment", "ReplicationController", "ReplicaSet", "StatefulSet"] {
+    for kind in [
+        "Deployment",
+        "ReplicationController",
+        "ReplicaSet",
+        "StatefulSet",
+    ] {
         out.push(NameBackRef {
             target: g("", "", kind),
-            referrers: vec![fs("", "", "HorizontalPodAutoscaler", "spec/scaleTargetRef/name", false)],
+            referrers: vec![fs(
+                "",
+                "",
+                "HorizontalPodAutoscaler",
+                "spec/scaleTargetRef/name",
+                false,
+            )],
         });
     }
-    let template_kinds = ["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job"];
+    let template_kinds = [
+        "Deployment",
+        "ReplicaSet",
+        "DaemonSet",
+        "StatefulSet",
+        "Job",
+    ];
 
     // ConfigMap
     let mut cm = Vec::new();
@@ -343,7 +501,13 @@ pub fn name_references() -> Vec<NameBackRef> {
         "containers/envFrom/configMapRef/name",
         "initContainers/envFrom/configMapRef/name",
     ] {
-        cm.push(fs("", "", "CronJob", &format!("spec/jobTemplate/spec/template/spec/{p}"), false));
+        cm.push(fs(
+            "",
+            "",
+            "CronJob",
+            &format!("spec/jobTemplate/spec/template/spec/{p}"),
+            false,
+        ));
     }
     cm.push(fs("", "", "Node", "spec/configSource/configMap", false));
     cm.push(fs("", "", "Role", "rules/resourceNames", false));
@@ -402,7 +566,13 @@ pub fn name_references() -> Vec<NameBackRef> {
         "initContainers/envFrom/secretRef/name",
         "imagePullSecrets/name",
     ] {
-        sec.push(fs("", "", "CronJob", &format!("spec/jobTemplate/spec/template/spec/{p}"), false));
+        sec.push(fs(
+            "",
+            "",
+            "CronJob",
+            &format!("spec/jobTemplate/spec/template/spec/{p}"),
+            false,
+        ));
     }
     sec.push(fs("", "", "Ingress", "spec/tls/secretName", false));
     for a in [
@@ -410,7 +580,13 @@ pub fn name_references() -> Vec<NameBackRef> {
         "nginx.ingress.kubernetes.io\\/auth-secret",
         "nginx.ingress.kubernetes.io\\/auth-tls-secret",
     ] {
-        sec.push(fs("", "", "Ingress", &format!("metadata/annotations/{a}"), false));
+        sec.push(fs(
+            "",
+            "",
+            "Ingress",
+            &format!("metadata/annotations/{a}"),
+            false,
+        ));
     }
     sec.push(fs("", "", "ServiceAccount", "imagePullSecrets/name", false));
     for p in [
@@ -430,7 +606,13 @@ pub fn name_references() -> Vec<NameBackRef> {
         "spec/template/spec/containers/env/valueFrom/secretKeyRef/name",
         false,
     ));
-    sec.push(fs("", "", "PersistentVolume", "spec/azureFile/secretName", false));
+    sec.push(fs(
+        "",
+        "",
+        "PersistentVolume",
+        "spec/azureFile/secretName",
+        false,
+    ));
     out.push(NameBackRef {
         target: g("", "v1", "Secret"),
         referrers: sec,
@@ -440,11 +622,29 @@ pub fn name_references() -> Vec<NameBackRef> {
         target: g("", "v1", "Service"),
         referrers: vec![
             fs("apps", "", "StatefulSet", "spec/serviceName", false),
-            fs("", "", "Ingress", "spec/rules/http/paths/backend/serviceName", false),
+            fs(
+                "",
+                "",
+                "Ingress",
+                "spec/rules/http/paths/backend/serviceName",
+                false,
+            ),
             fs("", "", "Ingress", "spec/backend/serviceName", false),
-            fs("", "", "Ingress", "spec/rules/http/paths/backend/service/name", false),
+            fs(
+                "",
+                "",
+                "Ingress",
+                "spec/rules/http/paths/backend/service/name",
+                false,
+            ),
             fs("", "", "Ingress", "spec/defaultBackend/service/name", false),
-            fs("apiregistration.k8s.io", "", "APIService", "spec/service/name", false),
+            fs(
+                "apiregistration.k8s.io",
+                "",
+                "APIService",
+                "spec/service/name",
+                false,
+            ),
             fs(
                 "admissionregistration.k8s.io",
                 "",
@@ -463,33 +663,99 @@ pub fn name_references() -> Vec<NameBackRef> {
     });
     out.push(NameBackRef {
         target: g("rbac.authorization.k8s.io", "", "Role"),
-        referrers: vec![fs("rbac.authorization.k8s.io", "", "RoleBinding", "roleRef/name", false)],
+        referrers: vec![fs(
+            "rbac.authorization.k8s.io",
+            "",
+            "RoleBinding",
+            "roleRef/name",
+            false,
+        )],
     });
     out.push(NameBackRef {
         target: g("rbac.authorization.k8s.io", "", "ClusterRole"),
         referrers: vec![
-            fs("rbac.authorization.k8s.io", "", "RoleBinding", "roleRef/name", false),
-            fs("rbac.authorization.k8s.io", "", "ClusterRoleBinding", "roleRef/name", false),
+            fs(
+                "rbac.authorization.k8s.io",
+                "",
+                "RoleBinding",
+                "roleRef/name",
+                false,
+            ),
+            fs(
+                "rbac.authorization.k8s.io",
+                "",
+                "ClusterRoleBinding",
+                "roleRef/name",
+                false,
+            ),
         ],
     });
     let mut sa = vec![
-        fs("rbac.authorization.k8s.io", "", "RoleBinding", "subjects", false),
-        fs("rbac.authorization.k8s.io", "", "ClusterRoleBinding", "subjects", false),
+        fs(
+            "rbac.authorization.k8s.io",
+            "",
+            "RoleBinding",
+            "subjects",
+            false,
+        ),
+        fs(
+            "rbac.authorization.k8s.io",
+            "",
+            "ClusterRoleBinding",
+            "subjects",
+            false,
+        ),
         fs("", "", "Pod", "spec/serviceAccountName", false),
     ];
     for k in ["StatefulSet", "Deployment", "ReplicationController"] {
-        sa.push(fs("", "", k, "spec/template/spec/serviceAccountName", false));
+        sa.push(fs(
+            "",
+            "",
+            k,
+            "spec/template/spec/serviceAccountName",
+            false,
+        ));
     }
-    sa.push(fs("", "", "CronJob", "spec/jobTemplate/spec/template/spec/serviceAccountName", false));
-    sa.push(fs("", "", "Job", "spec/template/spec/serviceAccountName", false));
-    sa.push(fs("", "", "DaemonSet", "spec/template/spec/serviceAccountName", false));
+    sa.push(fs(
+        "",
+        "",
+        "CronJob",
+        "spec/jobTemplate/spec/template/spec/serviceAccountName",
+        false,
+    ));
+    sa.push(fs(
+        "",
+        "",
+        "Job",
+        "spec/template/spec/serviceAccountName",
+        false,
+    ));
+    sa.push(fs(
+        "",
+        "",
+        "DaemonSet",
+        "spec/template/spec/serviceAccountName",
+        false,
+    ));
     out.push(NameBackRef {
         target: g("", "v1", "ServiceAccount"),
         referrers: sa,
     });
-    let mut pvc = vec![fs("", "", "Pod", "spec/volumes/persistentVolumeClaim/claimName", false)];
+    let mut pvc = vec![fs(
+        "",
+        "",
+        "Pod",
+        "spec/volumes/persistentVolumeClaim/claimName",
+        false,
+    )];
     for k in ["StatefulSet", "Deployment", "ReplicationController"] {
-        pvc.push(fs("", "", k, "spec/template/spec/volumes/persistentVolumeClaim/claimName", false));
+        pvc.push(fs(
+            "",
+            "",
+            k,
+            "spec/template/spec/volumes/persistentVolumeClaim/claimName",
+            false,
+        ));
     }
     pvc.push(fs(
         "",
@@ -499,7 +765,13 @@ pub fn name_references() -> Vec<NameBackRef> {
         false,
     ));
     for k in ["Job", "DaemonSet"] {
-        pvc.push(fs("", "", k, "spec/template/spec/volumes/persistentVolumeClaim/claimName", false));
+        pvc.push(fs(
+            "",
+            "",
+            k,
+            "spec/template/spec/volumes/persistentVolumeClaim/claimName",
+            false,
+        ));
     }
     out.push(NameBackRef {
         target: g("", "v1", "PersistentVolumeClaim"),
@@ -516,15 +788,33 @@ pub fn name_references() -> Vec<NameBackRef> {
         target: g("storage.k8s.io", "v1", "StorageClass"),
         referrers: vec![
             fs("", "", "PersistentVolume", "spec/storageClassName", false),
-            fs("", "", "PersistentVolumeClaim", "spec/storageClassName", false),
-            fs("", "", "StatefulSet", "spec/volumeClaimTemplates/spec/storageClassName", false),
+            fs(
+                "",
+                "",
+                "PersistentVolumeClaim",
+                "spec/storageClassName",
+                false,
+            ),
+            fs(
+                "",
+                "",
+                "StatefulSet",
+                "spec/volumeClaimTemplates/spec/storageClassName",
+                false,
+            ),
         ],
     });
     let mut pc = vec![fs("", "", "Pod", "spec/priorityClassName", false)];
     for k in ["StatefulSet", "Deployment", "ReplicationController"] {
         pc.push(fs("", "", k, "spec/template/spec/priorityClassName", false));
     }
-    pc.push(fs("", "", "CronJob", "spec/jobTemplate/spec/template/spec/priorityClassName", false));
+    pc.push(fs(
+        "",
+        "",
+        "CronJob",
+        "spec/jobTemplate/spec/template/spec/priorityClassName",
+        false,
+    ));
     for k in ["Job", "DaemonSet"] {
         pc.push(fs("", "", k, "spec/template/spec/priorityClassName", false));
     }
@@ -557,19 +847,34 @@ mod tests {
     fn apply_creates_and_visits_lists() {
         let mut v = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
             "spec": {"volumeClaimTemplates": [{"metadata": {"name": "a"}}, {}]}});
-        let f = fs("apps", "", "StatefulSet", "spec/volumeClaimTemplates[]/metadata/labels", true);
+        let f = fs(
+            "apps",
+            "",
+            "StatefulSet",
+            "spec/volumeClaimTemplates[]/metadata/labels",
+            true,
+        );
         apply(&mut v, &f, Create::Map, &mut |n| {
             n.as_object_mut().unwrap().insert("x".into(), json!("y"));
             Ok(())
         })
         .unwrap();
-        assert_eq!(v["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"]["x"], "y");
-        assert_eq!(v["spec"]["volumeClaimTemplates"][1]["metadata"]["labels"]["x"], "y");
+        assert_eq!(
+            v["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"]["x"],
+            "y"
+        );
+        assert_eq!(
+            v["spec"]["volumeClaimTemplates"][1]["metadata"]["labels"]["x"],
+            "y"
+        );
         // Not created without `create`.
         let mut v = json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {}});
         let f = fs("batch", "", "Job", "spec/selector/matchLabels", false);
         apply(&mut v, &f, Create::Map, &mut |_| Ok(())).unwrap();
-        assert_eq!(v, json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {}}));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "spec": {}})
+        );
     }
 
     #[test]

@@ -49,8 +49,7 @@ fn is_env_var_name(k: &str) -> bool {
     let b = k.as_bytes();
     !b.is_empty()
         && !b[0].is_ascii_digit()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -60,8 +59,7 @@ fn is_config_key(k: &str) -> bool {
         && k != "."
         && k != ".."
         && !k.starts_with("..")
-        && k
-            .bytes()
+        && k.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -131,7 +129,10 @@ fn env_file(root: &Root, rel: &str, at: &Location) -> R<Vec<Pair>> {
 fn file_source(root: &Root, s: &str, at: &Location) -> R<Pair> {
     let (key, path) = match s.matches('=').count() {
         0 => (
-            s.rsplit('/').find(|p| !p.is_empty()).unwrap_or(s).to_string(),
+            s.rsplit('/')
+                .find(|p| !p.is_empty())
+                .unwrap_or(s)
+                .to_string(),
             s,
         ),
         1 if s.starts_with('=') => {
@@ -229,11 +230,7 @@ fn base(kind: &str, args: &GeneratorArgs) -> Map<String, Value> {
     m
 }
 
-fn finish(
-    mut obj: Map<String, Value>,
-    kust: &Kustomization,
-    entry: &Entry<GeneratorArgs>,
-) -> Res {
+fn finish(mut obj: Map<String, Value>, kust: &Kustomization, entry: &Entry<GeneratorArgs>) -> Res {
     let opts = merge_options(&entry.value.options, &kust.generator_options);
     if let Some(o) = &opts {
         let meta = obj

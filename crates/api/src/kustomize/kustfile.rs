@@ -150,10 +150,7 @@ impl Ctx<'_> {
         match v {
             Value::String(s) => Ok(s.clone()),
             Value::Null => Ok(String::new()),
-            _ => Err(self.err(
-                p,
-                format!("{}: expected a string", Self::field_name(p)),
-            )),
+            _ => Err(self.err(p, format!("{}: expected a string", Self::field_name(p)))),
         }
     }
 
@@ -161,7 +158,10 @@ impl Ctx<'_> {
         match v {
             Value::Bool(b) => Ok(*b),
             Value::Null => Ok(false),
-            _ => Err(self.err(p, format!("{}: expected true or false", Self::field_name(p)))),
+            _ => Err(self.err(
+                p,
+                format!("{}: expected true or false", Self::field_name(p)),
+            )),
         }
     }
 
@@ -218,9 +218,7 @@ impl Ctx<'_> {
     ) -> R<Vec<(&'v str, &'v Value, String)>> {
         let m: &Map<String, Value> = match v {
             Value::Object(m) => m,
-            _ => {
-                return Err(self.err(p, format!("{}: expected a map", Self::field_name(p))))
-            }
+            _ => return Err(self.err(p, format!("{}: expected a map", Self::field_name(p)))),
         };
         let mut out = Vec::new();
         for (k, x) in m {
@@ -306,7 +304,9 @@ impl Ctx<'_> {
                 path: String::new(),
                 create: false,
             };
-            for (k, y, yp) in self.object(x, &xp, &["group", "version", "kind", "path", "create"])? {
+            for (k, y, yp) in
+                self.object(x, &xp, &["group", "version", "kind", "path", "create"])?
+            {
                 match k {
                     "group" => fs.gvk.group = self.string(y, &yp)?,
                     "version" => fs.gvk.version = self.string(y, &yp)?,
@@ -328,7 +328,12 @@ impl Ctx<'_> {
         for (k, x, xp) in self.object(
             v,
             p,
-            &["labels", "annotations", "disableNameSuffixHash", "immutable"],
+            &[
+                "labels",
+                "annotations",
+                "disableNameSuffixHash",
+                "immutable",
+            ],
         )? {
             match k {
                 "labels" => o.labels = self.string_map(x, &xp)?,
@@ -430,7 +435,12 @@ pub fn load(display_dir: &Path, real_dir: &Path) -> R<Kustomization> {
     let docs = parse_documents(&file.display().to_string(), &text)?;
     let file_loc = Location::new(file.display().to_string(), 1, 1);
     let doc = match docs.len() {
-        0 => return Err(KustomizeError::invalid(file_loc, "kustomization file is empty")),
+        0 => {
+            return Err(KustomizeError::invalid(
+                file_loc,
+                "kustomization file is empty",
+            ))
+        }
         1 => docs.into_iter().next().expect("one"),
         _ => {
             return Err(KustomizeError::invalid(
@@ -578,9 +588,7 @@ fn decode(doc: &Document, file: PathBuf) -> R<Kustomization> {
                 let mut out = Vec::new();
                 for (x, xp) in c.list(v, &p)? {
                     let mut img = ImageArgs::default();
-                    for (ik, y, yp) in
-                        c.object(x, &xp, &["name", "newName", "newTag", "digest"])?
-                    {
+                    for (ik, y, yp) in c.object(x, &xp, &["name", "newName", "newTag", "digest"])? {
                         let s = c.string(y, &yp)?;
                         match ik {
                             "name" => img.name = s,

@@ -81,7 +81,8 @@ fn kind_name(k: Kind) -> &'static str {
 }
 
 fn is_tagged_null(s: &Src) -> bool {
-    s.as_ref().is_some_and(|n| matches!(*n.borrow(), Node::Null))
+    s.as_ref()
+        .is_some_and(|n| matches!(*n.borrow(), Node::Null))
 }
 
 fn is_missing_or_null(s: &Src) -> bool {
@@ -118,7 +119,10 @@ fn text(n: &N) -> String {
 fn field(s: &Src, key: &str) -> Src {
     let n = s.as_ref()?;
     match &*n.borrow() {
-        Node::Map(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()),
+        Node::Map(fields) => fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone()),
         _ => None,
     }
 }
@@ -201,7 +205,9 @@ fn get_schema(s: &[Src; 2], given: Option<Schema>) -> Option<Schema> {
         if is_missing_or_null(src) {
             continue;
         }
-        let api = field(src, "apiVersion").map(|n| text(&n)).unwrap_or_default();
+        let api = field(src, "apiVersion")
+            .map(|n| text(&n))
+            .unwrap_or_default();
         let k = field(src, "kind").map(|n| text(&n)).unwrap_or_default();
         if api.is_empty() || k.is_empty() {
             continue;
@@ -382,7 +388,11 @@ fn match_values(a: &[String], b: &[String]) -> Option<Vec<String>> {
         if !a[i].is_empty() && !b[i].is_empty() {
             return None;
         }
-        res.push(if a[i].is_empty() { b[i].clone() } else { a[i].clone() });
+        res.push(if a[i].is_empty() {
+            b[i].clone()
+        } else {
+            a[i].clone()
+        });
     }
     common.then_some(res)
 }
@@ -432,7 +442,11 @@ fn element_list(n: &N, keys: &[String], values: &[String]) -> Src {
         Node::Seq(items) => items.clone(),
         _ => return None,
     };
-    let keys: Vec<String> = if keys.is_empty() { vec![String::new()] } else { keys.to_vec() };
+    let keys: Vec<String> = if keys.is_empty() {
+        vec![String::new()]
+    } else {
+        keys.to_vec()
+    };
     let values: Vec<String> = if values.is_empty() {
         vec![String::new()]
     } else {
@@ -448,9 +462,10 @@ fn element_list(n: &N, keys: &[String], values: &[String]) -> Src {
         if keys.len() != values.len() {
             return None;
         }
-        let all = keys.iter().zip(values.iter()).all(|(k, v)| {
-            field(&Some(elem.clone()), k).is_some_and(|f| text(&f) == *v)
-        });
+        let all = keys
+            .iter()
+            .zip(values.iter())
+            .all(|(k, v)| field(&Some(elem.clone()), k).is_some_and(|f| text(&f) == *v));
         if all {
             return Some(elem);
         }
@@ -489,10 +504,13 @@ fn field_matcher(rn: &N, name: &str, value: &str) -> R<Src> {
 /// kyaml `ElementSetter`: replaces (or, with no element, deletes) the elements matching the
 /// key values; appends the element when none matched.
 fn element_setter(rn: &N, element: Src, keys: &[String], values: &[String]) -> R<Src> {
-    let keys: Vec<String> = if keys.is_empty() { vec![String::new()] } else { keys.to_vec() };
+    let keys: Vec<String> = if keys.is_empty() {
+        vec![String::new()]
+    } else {
+        keys.to_vec()
+    };
     let items = seq_items(rn);
-    let mapping_setter =
-        !keys[0].is_empty() && !values.is_empty() && !values[0].is_empty();
+    let mapping_setter = !keys[0].is_empty() && !values.is_empty() && !values[0].is_empty();
     let mut new_content = Vec::new();
     let mut matching = false;
     for elem in items {
@@ -753,10 +771,14 @@ spec:
             y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, creationTimestamp: null}\ndata: {y: '2'}\n")
         );
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: replace, z: '3'}\n");
-        assert_eq!(merge(&dest, &patch).unwrap().unwrap()["data"], y("{z: '3'}"));
+        assert_eq!(
+            merge(&dest, &patch).unwrap().unwrap()["data"],
+            y("{z: '3'}")
+        );
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n$patch: delete\n");
         assert!(merge(&dest, &patch).unwrap().is_none());
-        let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: bogus}\n");
+        let patch =
+            y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: bogus}\n");
         assert!(merge(&dest, &patch).is_err());
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: [1]\n");
         assert!(merge(&dest, &patch).is_err());

@@ -136,9 +136,7 @@ impl Referrer<'_> {
                 } else {
                     cands
                         .iter()
-                        .filter(|c| {
-                            !c.cur.is_cluster_scoped() && c.cur.effective_namespace() == ns
-                        })
+                        .filter(|c| !c.cur.is_cluster_scoped() && c.cur.effective_namespace() == ns)
                         .copied()
                         .collect()
                 }
@@ -207,8 +205,8 @@ fn rolebinding_namespaces(r: &Res) -> Vec<String> {
 pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
     let backrefs = name_references();
     let cands: Vec<Candidate> = list.iter().map(candidate).collect();
-    for i in 0..list.len() {
-        let org = list[i].org_id();
+    for r in list.iter_mut() {
+        let org = r.org_id();
         // The name reference fields this object may hold, in configuration order.
         let specs: Vec<(&Gvk, &FieldSpec)> = backrefs
             .iter()
@@ -218,9 +216,9 @@ pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
         if specs.is_empty() {
             continue;
         }
-        let cur = list[i].cur_id();
+        let cur = r.cur_id();
         // Objects this one could refer to.
-        let rb_ns = rolebinding_namespaces(&list[i]);
+        let rb_ns = rolebinding_namespaces(r);
         let subset: Vec<&Candidate> = cands
             .iter()
             .filter(|c| {
@@ -230,9 +228,9 @@ pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
                     || rb_ns.contains(&c.namespace)
             })
             .collect();
-        let roleref = roleref_gvk(&list[i].value);
-        let prefixes = list[i].prefixes.clone();
-        let suffixes = list[i].suffixes.clone();
+        let roleref = roleref_gvk(&r.value);
+        let prefixes = r.prefixes.clone();
+        let suffixes = r.suffixes.clone();
         for (target, f) in specs {
             let referrer = Referrer {
                 cur: cur.clone(),
@@ -242,18 +240,19 @@ pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
                 path: &f.path,
                 target,
             };
-            let r = &mut list[i];
             let location = r.location.clone();
-            fieldspec::apply_path(&mut r.value, &f.path, &mut |node| referrer.set(node, &subset))
-                .map_err(|e| {
-                    KustomizeError::invalid(
-                        location.clone(),
-                        format!(
-                            "updating name reference in '{}' field of '{}': {e}",
-                            f.path, cur
-                        ),
-                    )
-                })?;
+            fieldspec::apply_path(&mut r.value, &f.path, &mut |node| {
+                referrer.set(node, &subset)
+            })
+            .map_err(|e| {
+                KustomizeError::invalid(
+                    location.clone(),
+                    format!(
+                        "updating name reference in '{}' field of '{}': {e}",
+                        f.path, cur
+                    ),
+                )
+            })?;
         }
     }
     Ok(())

@@ -104,8 +104,11 @@ impl Res {
     /// Records the current id as a previous one (before a rename).
     pub fn store_previous_id(&mut self) {
         let id = self.cur_id();
-        self.prev
-            .push((id.name.clone(), id.effective_namespace(), id.gvk.kind.clone()));
+        self.prev.push((
+            id.name.clone(),
+            id.effective_namespace(),
+            id.gvk.kind.clone(),
+        ));
     }
 
     pub fn set_name(&mut self, name: &str) {

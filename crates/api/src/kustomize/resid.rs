@@ -45,10 +45,7 @@ impl Gvk {
 
     /// Cluster-scoped per kustomize's built-in schema; unknown kinds are namespaced.
     pub fn is_cluster_scoped(&self) -> bool {
-        matches!(
-            scope(&self.api_version(), &self.kind),
-            Some(Scope::Cluster)
-        )
+        matches!(scope(&self.api_version(), &self.kind), Some(Scope::Cluster))
     }
 
     /// `group_version_kind` with `~G`/`~V`/`~K` for empty parts (legacy sort key).
@@ -151,12 +148,32 @@ use Scope::{Cluster as C, Namespaced as N};
 
 /// apiVersion, kind, scope of every kind in kustomize's built-in schema.
 static KNOWN_TYPES: &[(&str, &str, Scope)] = &[
-    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", C),
-    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", C),
-    ("admissionregistration.k8s.io/v1beta1", "MutatingWebhookConfiguration", C),
-    ("admissionregistration.k8s.io/v1beta1", "ValidatingWebhookConfiguration", C),
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        C,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        C,
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+        C,
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+        C,
+    ),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition", C),
-    ("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition", C),
+    (
+        "apiextensions.k8s.io/v1beta1",
+        "CustomResourceDefinition",
+        C,
+    ),
     ("apiregistration.k8s.io/v1", "APIService", C),
     ("apiregistration.k8s.io/v1beta1", "APIService", C),
     ("apps/v1", "ControllerRevision", N),
@@ -172,7 +189,11 @@ static KNOWN_TYPES: &[(&str, &str, Scope)] = &[
     ("batch/v1", "Job", N),
     ("batch/v1beta1", "CronJob", N),
     ("certificates.k8s.io/v1", "CertificateSigningRequest", C),
-    ("certificates.k8s.io/v1beta1", "CertificateSigningRequest", C),
+    (
+        "certificates.k8s.io/v1beta1",
+        "CertificateSigningRequest",
+        C,
+    ),
     ("coordination.k8s.io/v1", "Lease", N),
     ("coordination.k8s.io/v1beta1", "Lease", N),
     ("discovery.k8s.io/v1", "EndpointSlice", N),
@@ -181,9 +202,17 @@ static KNOWN_TYPES: &[(&str, &str, Scope)] = &[
     ("events.k8s.io/v1beta1", "Event", N),
     ("extensions/v1beta1", "Ingress", N),
     ("flowcontrol.apiserver.k8s.io/v1alpha1", "FlowSchema", C),
-    ("flowcontrol.apiserver.k8s.io/v1alpha1", "PriorityLevelConfiguration", C),
+    (
+        "flowcontrol.apiserver.k8s.io/v1alpha1",
+        "PriorityLevelConfiguration",
+        C,
+    ),
     ("flowcontrol.apiserver.k8s.io/v1beta1", "FlowSchema", C),
-    ("flowcontrol.apiserver.k8s.io/v1beta1", "PriorityLevelConfiguration", C),
+    (
+        "flowcontrol.apiserver.k8s.io/v1beta1",
+        "PriorityLevelConfiguration",
+        C,
+    ),
     ("internal.apiserver.k8s.io/v1alpha1", "StorageVersion", C),
     ("networking.k8s.io/v1", "Ingress", N),
     ("networking.k8s.io/v1", "IngressClass", C),
@@ -201,7 +230,11 @@ static KNOWN_TYPES: &[(&str, &str, Scope)] = &[
     ("rbac.authorization.k8s.io/v1", "Role", N),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", N),
     ("rbac.authorization.k8s.io/v1alpha1", "ClusterRole", C),
-    ("rbac.authorization.k8s.io/v1alpha1", "ClusterRoleBinding", C),
+    (
+        "rbac.authorization.k8s.io/v1alpha1",
+        "ClusterRoleBinding",
+        C,
+    ),
     ("rbac.authorization.k8s.io/v1alpha1", "Role", N),
     ("rbac.authorization.k8s.io/v1alpha1", "RoleBinding", N),
     ("rbac.authorization.k8s.io/v1beta1", "ClusterRole", C),

@@ -71,9 +71,10 @@ impl Schema {
         let Schema::Obj(ty) = self else { return None };
         use Ty::*;
         let s = match (ty, name) {
-            (Known | Pod | PodTemplate | Workload | CronJob | Service | ServiceAccount, "metadata") => {
-                Schema::Obj(ObjectMeta)
-            }
+            (
+                Known | Pod | PodTemplate | Workload | CronJob | Service | ServiceAccount,
+                "metadata",
+            ) => Schema::Obj(ObjectMeta),
             (Pod, "spec") => Schema::Obj(PodSpec),
             (PodTemplate, "template") => Schema::Obj(PodTemplateSpec),
             (Workload, "spec") => Schema::Obj(WorkloadSpec),

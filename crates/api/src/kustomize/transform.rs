@@ -47,7 +47,13 @@ fn patch_id(v: &Value) -> ResId {
 }
 
 /// kustomize `Resource.ApplySmPatch`: merges, then restores what the patch may not change.
-fn apply_sm(r: &mut Res, patch: &Value, allow_name: bool, allow_kind: bool, at: &Location) -> R<()> {
+fn apply_sm(
+    r: &mut Res,
+    patch: &Value,
+    allow_name: bool,
+    allow_kind: bool,
+    at: &Location,
+) -> R<()> {
     let (n, ns, k) = (r.name(), r.namespace(), r.kind());
     if allow_name || allow_kind {
         r.store_previous_id();
@@ -153,7 +159,8 @@ pub fn patch(list: &mut Vec<Res>, p: &Patch) -> R<()> {
             },
             Some(t),
         ) => {
-            let idx = select(list, t).map_err(|e| KustomizeError::invalid(p.location.clone(), e))?;
+            let idx =
+                select(list, t).map_err(|e| KustomizeError::invalid(p.location.clone(), e))?;
             let ids: Vec<ResId> = idx.iter().map(|i| list[*i].cur_id()).collect();
             apply_sm_to_set(
                 list,
@@ -251,8 +258,10 @@ pub fn namespace(list: &mut [Res], ns: &str, at: &Location) -> R<()> {
 }
 
 fn skip_prefix_suffix(id: &ResId) -> bool {
-    matches!(id.gvk.kind.as_str(), "CustomResourceDefinition" | "Namespace")
-        || (id.gvk.kind == "APIService" && id.gvk.group == "apiregistration.k8s.io")
+    matches!(
+        id.gvk.kind.as_str(),
+        "CustomResourceDefinition" | "Namespace"
+    ) || (id.gvk.kind == "APIService" && id.gvk.group == "apiregistration.k8s.io")
 }
 
 /// kustomize `PrefixTransformer` / `SuffixTransformer`.
@@ -331,7 +340,11 @@ fn split_image(image: &str) -> (String, String, String) {
         (None, None) => (image.to_string(), String::new(), String::new()),
         (ic, Some(d)) if ic.is_none_or(|c| d < c) => {
             let d = d + slash;
-            (image[..d].to_string(), String::new(), image[d + 1..].to_string())
+            (
+                image[..d].to_string(),
+                String::new(),
+                image[d + 1..].to_string(),
+            )
         }
         (Some(c), Some(d)) => {
             let (c, d) = (c + slash, d + slash);
@@ -343,7 +356,11 @@ fn split_image(image: &str) -> (String, String, String) {
         }
         (Some(c), None) => {
             let c = c + slash;
-            (image[..c].to_string(), image[c + 1..].to_string(), String::new())
+            (
+                image[..c].to_string(),
+                image[c + 1..].to_string(),
+                String::new(),
+            )
         }
         (None, Some(_)) => unreachable!("handled above"),
     }
@@ -425,8 +442,10 @@ pub fn images(list: &mut [Res], img: &ImageArgs, at: &Location) -> R<()> {
             legacy_images(&mut r.value, img).map_err(err)?;
         }
         for f in &specs {
-            fieldspec::apply(&mut r.value, f, Create::Nothing, &mut |n| update_image(n, img))
-                .map_err(err)?;
+            fieldspec::apply(&mut r.value, f, Create::Nothing, &mut |n| {
+                update_image(n, img)
+            })
+            .map_err(err)?;
         }
     }
     Ok(())
@@ -462,12 +481,20 @@ pub fn replicas(list: &mut [Res], rep: &ReplicaArgs, at: &Location) -> R<()> {
     Ok(())
 }
 
-/// Removes empty or null `metadata.annotations` (kustomize drops them on output).
+/// Output form of `metadata.annotations`, as kustomize rewrites them when it removes its build
+/// annotations: string values, and no empty or null map.
 pub fn tidy(v: &mut Value) {
     if let Some(Value::Object(meta)) = v.get_mut("metadata") {
-        let empty = match meta.get("annotations") {
+        let empty = match meta.get_mut("annotations") {
             Some(Value::Null) => true,
-            Some(Value::Object(a)) => a.is_empty(),
+            Some(Value::Object(a)) => {
+                for x in a.values_mut() {
+                    if !x.is_string() {
+                        *x = Value::String(scalar_text(x).unwrap_or_default());
+                    }
+                }
+                a.is_empty()
+            }
             _ => false,
         };
         if empty {
@@ -496,7 +523,11 @@ mod tests {
         );
         assert_eq!(
             split_image("localhost:5000/app@sha256:abc"),
-            ("localhost:5000/app".into(), String::new(), "sha256:abc".into())
+            (
+                "localhost:5000/app".into(),
+                String::new(),
+                "sha256:abc".into()
+            )
         );
         assert_eq!(
             split_image("r.io/a/b:t@sha256:d"),

@@ -16,7 +16,7 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 }
 
 /// String at `path` in nested objects; non-string scalars are rendered as text.
-pub fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<String> {
+pub fn get_str(v: &Value, path: &[&str]) -> Option<String> {
     get(v, path).and_then(|x| match x {
         Value::Null => None,
         other => scalar_text(other),

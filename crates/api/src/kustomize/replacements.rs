@@ -262,12 +262,11 @@ fn load(entries: &[Entry<Value>], root: &Root) -> R<Vec<Replacement>> {
     Ok(out)
 }
 
-/// Splits a field path on dots, keeping `[name=value]` whole and `\.` as a dot; a bracketed
-/// part without `=` is a map key (`[a.b]`).
+/// kyaml `SmarterPathSplitter`: splits a field path on dots (`\.` is a dot), keeping a bracketed
+/// part that spans dots whole; such a part without `=` is a map key (`[a.b/c]` -> `a.b/c`).
 fn split_path(p: &str) -> Vec<String> {
-    let mut parts = Vec::new();
+    let mut split = Vec::new();
     let mut cur = String::new();
-    let mut depth = 0;
     let mut chars = p.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -275,29 +274,36 @@ fn split_path(p: &str) -> Vec<String> {
                 cur.push('.');
                 chars.next();
             }
-            '[' => {
-                depth += 1;
-                cur.push(c);
-            }
-            ']' => {
-                depth -= 1;
-                cur.push(c);
-            }
-            '.' if depth == 0 => parts.push(std::mem::take(&mut cur)),
+            '.' => split.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
     }
-    parts.push(cur);
-    parts
-        .into_iter()
-        .map(|s| {
-            if s.starts_with('[') && s.ends_with(']') && !s.contains('=') {
-                s[1..s.len() - 1].to_string()
-            } else {
-                s
+    split.push(cur);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < split.len() {
+        let elem = &split[i];
+        if elem.starts_with('[') && !elem.ends_with(']') {
+            let mut parts = vec![elem.clone()];
+            while i < split.len() - 1 {
+                i += 1;
+                parts.push(split[i].clone());
+                if split[i].ends_with(']') {
+                    break;
+                }
             }
-        })
-        .collect()
+            let joined = parts.join(".");
+            if joined.contains('=') || !joined.ends_with(']') {
+                out.push(joined);
+            } else {
+                out.push(joined[1..joined.len() - 1].to_string());
+            }
+        } else {
+            out.push(elem.clone());
+        }
+        i += 1;
+    }
+    out
 }
 
 fn list_index(p: &str) -> Option<(&str, &str)> {
@@ -657,6 +663,7 @@ mod tests {
             split_path("metadata.annotations.[a.io/b]"),
             vec!["metadata", "annotations", "a.io/b"]
         );
+        assert_eq!(split_path("a.[b]"), vec!["a", "[b]"]);
         assert_eq!(split_path("a\\.b.c"), vec!["a.b", "c"]);
     }
 }

@@ -97,6 +97,7 @@ fn apply_sm_to_set(
             continue;
         }
         let mut copy = patch.clone();
+        copy_merge_metadata(&mut copy);
         if let Value::Object(m) = &mut copy {
             m.insert("apiVersion".into(), Value::String(r.api_version()));
             m.insert("kind".into(), Value::String(patch_kind.clone()));
@@ -105,6 +106,35 @@ fn apply_sm_to_set(
     }
     let all = std::mem::take(list);
     res::append_all(list, all.into_iter().filter(|r| !r.is_empty()).collect())
+}
+
+/// kustomize copies a patch's metadata onto the patch (`CopyMergeMetaDataFieldsFrom`), which
+/// turns its labels and annotations into string maps (`null` becomes "null") and drops empty ones.
+fn copy_merge_metadata(patch: &mut Value) {
+    let Some(Value::Object(meta)) = patch.get_mut("metadata") else {
+        return;
+    };
+    for field in ["labels", "annotations"] {
+        let Some(v) = meta.get_mut(field) else {
+            continue;
+        };
+        let keep = match v {
+            Value::Object(m) if !m.is_empty() => {
+                for x in m.values_mut() {
+                    let t = match &*x {
+                        Value::Null => "null".to_string(),
+                        other => scalar_text(other).unwrap_or_default(),
+                    };
+                    *x = Value::String(t);
+                }
+                true
+            }
+            _ => false,
+        };
+        if !keep {
+            meta.remove(field);
+        }
+    }
 }
 
 fn target_error(at: &Location, id: &ResId, msg: String) -> KustomizeError {
@@ -326,8 +356,10 @@ pub fn set_map_entries(
 
 /// kustomize `image.IsImageMatched`.
 fn image_matches(value: &str, name: &str) -> bool {
-    Regex::new(&format!("^{name}(@sha256)?(:[a-zA-Z0-9_.{{}}-]*)?$"))
-        .is_ok_and(|re| re.is_match(value))
+    Regex::new(&format!(
+        "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
+    ))
+    .is_ok_and(|re| re.is_match(value))
 }
 
 /// kustomize `image.Split`: name, tag, digest.
@@ -536,5 +568,6 @@ mod tests {
         assert!(image_matches("nginx:1.2", "nginx"));
         assert!(image_matches("nginx@sha256:abc", "nginx"));
         assert!(!image_matches("nginx2:1.2", "nginx"));
+        assert!(image_matches("r.io:5000/a:1.0@sha256:abc", "r.io:5000/a"));
     }
 }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::config::TConfig;
 use super::error::KustomizeError;
-use super::fieldspec::{self, FieldSpec};
+use super::fieldspec::FieldSpec;
 use super::generators;
 use super::kustfile::{self, Entry, Kustomization, PatchArgs, SortOrder};
 use super::loader::{looks_remote, Root};
@@ -28,7 +29,7 @@ pub fn build(dir: &std::path::Path) -> R<Vec<Document>> {
     let root = Root::new(dir)?;
     let kust = kustfile::load(&root.display, &root.real)?;
     let mut chain = vec![root.real.clone()];
-    let mut list = accumulate_target(&kust, &root, Vec::new(), &mut chain)?;
+    let (mut list, config) = accumulate_target(&kust, &root, Vec::new(), &mut chain)?;
 
     // Generated names get their content hash last, over the final content.
     for r in list.iter_mut() {
@@ -39,7 +40,7 @@ pub fn build(dir: &std::path::Path) -> R<Vec<Document>> {
             r.set_name(&name);
         }
     }
-    nameref::fix(&mut list)?;
+    nameref::fix(&mut list, &config.name_reference)?;
     list.retain(|r| {
         !r.field(&["metadata", "annotations"])
             .and_then(Value::as_object)
@@ -59,17 +60,47 @@ pub fn build(dir: &std::path::Path) -> R<Vec<Document>> {
         .collect())
 }
 
+/// Resources and transformer configuration accumulated so far (kustomize `ResAccumulator`).
+type Acc = (Vec<Res>, TConfig);
+
 fn accumulate_target(
     kust: &Kustomization,
     root: &Root,
     list: Vec<Res>,
     chain: &mut Vec<PathBuf>,
-) -> R<Vec<Res>> {
-    let mut list = accumulate_resources(kust, root, list, chain)?;
+) -> R<Acc> {
+    accumulate_target_with(kust, root, (list, TConfig::default()), chain)
+}
+
+fn accumulate_target_with(
+    kust: &Kustomization,
+    root: &Root,
+    acc: Acc,
+    chain: &mut Vec<PathBuf>,
+) -> R<Acc> {
+    let (mut list, mut config) = accumulate_resources(kust, root, acc, chain)?;
+    let own = load_config(kust, root)?;
+    config
+        .merge(&own)
+        .map_err(|e| KustomizeError::invalid(kust.location.clone(), e))?;
     run_generators(kust, root, &mut list)?;
-    let mut list = accumulate_components(kust, root, list, chain)?;
-    run_transformers(kust, root, &mut list)?;
-    Ok(list)
+    let (mut list, config) = accumulate_components(kust, root, (list, config), chain)?;
+    run_transformers(kust, root, &mut list, &config)?;
+    Ok((list, config))
+}
+
+/// kustomize's default configuration plus the kustomization's `configurations` files.
+fn load_config(kust: &Kustomization, root: &Root) -> R<TConfig> {
+    let mut c = TConfig::defaults();
+    for e in &kust.configurations {
+        let (display, text) = root.read_text(&e.value, &e.location)?;
+        for doc in parse_documents(&display.display().to_string(), &text)? {
+            let other = TConfig::parse(&doc.value, &doc.location)?;
+            c.merge(&other)
+                .map_err(|m| KustomizeError::invalid(doc.location.clone(), m))?;
+        }
+    }
+    Ok(c)
 }
 
 /// A sub-directory kustomization, refusing cycles (a directory containing one being built).
@@ -105,9 +136,9 @@ fn enter(
 fn accumulate_resources(
     kust: &Kustomization,
     root: &Root,
-    mut list: Vec<Res>,
+    (mut list, mut config): Acc,
     chain: &mut Vec<PathBuf>,
-) -> R<Vec<Res>> {
+) -> R<Acc> {
     for entry in &kust.resources {
         let rel = entry.value.as_str();
         if root.is_file(rel) {
@@ -126,9 +157,13 @@ fn accumulate_resources(
                 ));
             }
             chain.push(sub_root.real.clone());
-            let sub_list = accumulate_target(&sub, &sub_root, Vec::new(), chain);
+            let sub_acc = accumulate_target(&sub, &sub_root, Vec::new(), chain);
             chain.pop();
-            res::append_all(&mut list, sub_list?)?;
+            let (sub_list, sub_config) = sub_acc?;
+            res::append_all(&mut list, sub_list)?;
+            config
+                .merge(&sub_config)
+                .map_err(|e| KustomizeError::invalid(entry.location.clone(), e))?;
             continue;
         }
         if looks_remote(rel) {
@@ -145,15 +180,15 @@ fn accumulate_resources(
             ),
         ));
     }
-    Ok(list)
+    Ok((list, config))
 }
 
 fn accumulate_components(
     kust: &Kustomization,
     root: &Root,
-    mut list: Vec<Res>,
+    mut acc: Acc,
     chain: &mut Vec<PathBuf>,
-) -> R<Vec<Res>> {
+) -> R<Acc> {
     for entry in &kust.components {
         let rel = entry.value.as_str();
         let Some((sub_root, sub)) = enter(root, entry, chain)? else {
@@ -181,11 +216,11 @@ fn accumulate_components(
             ));
         }
         chain.push(sub_root.real.clone());
-        let r = accumulate_target(&sub, &sub_root, list, chain);
+        let r = accumulate_target_with(&sub, &sub_root, acc, chain);
         chain.pop();
-        list = r?;
+        acc = r?;
     }
-    Ok(list)
+    Ok(acc)
 }
 
 /// Spans of `item`, taken from the spans of the document it was listed in at `prefix`.
@@ -530,7 +565,12 @@ fn merge_specs(mut a: Vec<FieldSpec>, b: Vec<FieldSpec>) -> Vec<FieldSpec> {
     a
 }
 
-fn run_transformers(kust: &Kustomization, root: &Root, list: &mut Vec<Res>) -> R<()> {
+fn run_transformers(
+    kust: &Kustomization,
+    root: &Root,
+    list: &mut Vec<Res>,
+    config: &TConfig,
+) -> R<()> {
     let mut psm = Vec::new();
     for e in &kust.patches_strategic_merge {
         psm.extend(load_psm(root, e)?);
@@ -540,16 +580,28 @@ fn run_transformers(kust: &Kustomization, root: &Root, list: &mut Vec<Res>) -> R
         let p = load_patch(root, e)?;
         transform::patch(list, &p)?;
     }
-    transform::namespace(list, &kust.namespace, &kust.location)?;
-    transform::prefix_suffix(list, &kust.name_prefix, true);
-    transform::prefix_suffix(list, &kust.name_suffix, false);
+    transform::namespace(list, &kust.namespace, &config.namespace, &kust.location)?;
+    transform::prefix_suffix(
+        list,
+        &kust.name_prefix,
+        true,
+        &config.name_prefix,
+        &kust.location,
+    )?;
+    transform::prefix_suffix(
+        list,
+        &kust.name_suffix,
+        false,
+        &config.name_suffix,
+        &kust.location,
+    )?;
     for l in &kust.labels {
         let specs = if l.include_selectors {
-            merge_specs(l.fields.clone(), fieldspec::common_labels())
+            merge_specs(l.fields.clone(), config.common_labels.clone())
         } else {
             let mut s = l.fields.clone();
             if l.include_templates {
-                s = merge_specs(s, fieldspec::template_labels());
+                s = merge_specs(s, config.template_labels.clone());
             }
             merge_specs(
                 s,
@@ -565,13 +617,13 @@ fn run_transformers(kust: &Kustomization, root: &Root, list: &mut Vec<Res>) -> R
     transform::set_map_entries(
         list,
         &kust.common_labels,
-        &fieldspec::common_labels(),
+        &config.common_labels,
         "commonLabels",
     )?;
     transform::set_map_entries(
         list,
         &kust.common_annotations,
-        &fieldspec::common_annotations(),
+        &config.common_annotations,
         "commonAnnotations",
     )?;
     for e in &kust.patches_json6902 {
@@ -580,10 +632,10 @@ fn run_transformers(kust: &Kustomization, root: &Root, list: &mut Vec<Res>) -> R
         transform::json6902(list, &ops, &target, false, &loc)?;
     }
     for e in &kust.replicas {
-        transform::replicas(list, &e.value, &e.location)?;
+        transform::replicas(list, &e.value, &config.replicas, &e.location)?;
     }
     for e in &kust.images {
-        transform::images(list, &e.value, &e.location)?;
+        transform::images(list, &e.value, &config.images, &e.location)?;
     }
     replacements::apply(list, &kust.replacements, root)?;
     list.retain(|r| !r.is_empty());

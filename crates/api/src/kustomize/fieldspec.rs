@@ -437,6 +437,7 @@ pub fn replicas() -> Vec<FieldSpec> {
 }
 
 /// One `nameReference` entry: objects of `target` kind are referred to by these fields.
+#[derive(Clone, Debug)]
 pub struct NameBackRef {
     pub target: Gvk,
     pub referrers: Vec<FieldSpec>,

@@ -106,6 +106,7 @@ pub struct Kustomization {
     pub secrets: Vec<Entry<GeneratorArgs>>,
     pub generator_options: Option<GeneratorOptions>,
     pub replacements: Vec<Entry<Value>>,
+    pub configurations: Vec<Entry<String>>,
     pub sort: Option<Entry<SortOrder>>,
     /// Location of the whole file (for messages about it).
     pub location: Location,
@@ -525,6 +526,7 @@ fn decode(doc: &Document, file: PathBuf) -> R<Kustomization> {
         secrets: Vec::new(),
         generator_options: None,
         replacements: Vec::new(),
+        configurations: Vec::new(),
         sort: None,
         location,
     };
@@ -630,6 +632,7 @@ fn decode(doc: &Document, file: PathBuf) -> R<Kustomization> {
                     });
                 }
             }
+            "configurations" => k.configurations = c.strings(v, &p)?,
             "configMapGenerator" => k.configmaps = c.generators(v, &p, false)?,
             "secretGenerator" => k.secrets = c.generators(v, &p, true)?,
             "generatorOptions" => k.generator_options = c.generator_options(v, &p)?,

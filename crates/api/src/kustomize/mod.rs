@@ -9,10 +9,11 @@
 //! after transformations change their value; generated objects point at the kustomization file.
 //!
 //! Not supported (rejected with a "not supported" error, never silently ignored): remote
-//! resources, helm charts, `vars`, `configurations`, `crds`, `openapi`, `buildMetadata`,
-//! generator/transformer/validator plugins.
+//! resources, helm charts, `vars`, `crds`, `openapi`, `buildMetadata`, generator/transformer/
+//! validator plugins.
 
 mod build;
+mod config;
 mod error;
 mod fieldspec;
 mod generators;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::error::KustomizeError;
-use super::fieldspec::{self, name_references, FieldSpec};
+use super::fieldspec::{self, FieldSpec, NameBackRef};
 use super::res::Res;
 use super::resid::{Gvk, ResId};
 use super::util::scalar_text;
@@ -202,8 +202,7 @@ fn rolebinding_namespaces(r: &Res) -> Vec<String> {
 }
 
 /// Fixes every name reference in `list` (kustomize `FixBackReferences`).
-pub fn fix(list: &mut [Res]) -> Result<(), KustomizeError> {
-    let backrefs = name_references();
+pub fn fix(list: &mut [Res], backrefs: &[NameBackRef]) -> Result<(), KustomizeError> {
     let cands: Vec<Candidate> = list.iter().map(candidate).collect();
     for r in list.iter_mut() {
         let org = r.org_id();

@@ -232,11 +232,10 @@ pub fn json6902(
 }
 
 /// kustomize `NamespaceTransformer`.
-pub fn namespace(list: &mut [Res], ns: &str, at: &Location) -> R<()> {
+pub fn namespace(list: &mut [Res], ns: &str, specs: &[FieldSpec], at: &Location) -> R<()> {
     if ns.is_empty() {
         return Ok(());
     }
-    let specs = fieldspec::namespace();
     for i in 0..list.len() {
         if list[i].is_empty() {
             continue;
@@ -262,7 +261,7 @@ pub fn namespace(list: &mut [Res], ns: &str, at: &Location) -> R<()> {
                 }
             }
         }
-        for f in &specs {
+        for f in specs {
             if f.path == "metadata/namespace"
                 || (api != "v1" && f.path == "metadata/name")
                 || (is_rb && f.path.starts_with("subjects"))
@@ -295,32 +294,49 @@ fn skip_prefix_suffix(id: &ResId) -> bool {
 }
 
 /// kustomize `PrefixTransformer` / `SuffixTransformer`.
-pub fn prefix_suffix(list: &mut [Res], affix: &str, prefix: bool) {
+pub fn prefix_suffix(
+    list: &mut [Res],
+    affix: &str,
+    prefix: bool,
+    specs: &[FieldSpec],
+    at: &Location,
+) -> R<()> {
     if affix.is_empty() {
-        return;
+        return Ok(());
     }
     for r in list.iter_mut() {
-        if r.is_empty() || skip_prefix_suffix(&r.org_id()) {
+        let org = r.org_id();
+        if r.is_empty() || skip_prefix_suffix(&org) {
             continue;
         }
-        if prefix {
-            r.prefixes.push(affix.to_string());
-        } else {
-            r.suffixes.push(affix.to_string());
-        }
-        r.store_previous_id();
-        if let Some(Value::Object(meta)) = r.value.get_mut("metadata") {
-            if let Some(n) = meta.get_mut("name") {
-                if let Some(t) = scalar_text(n) {
-                    *n = Value::String(if prefix {
-                        format!("{affix}{t}")
-                    } else {
-                        format!("{t}{affix}")
-                    });
-                }
+        for f in specs {
+            if !org.gvk.is_selected(&f.gvk) {
+                continue;
             }
+            if f.path == "metadata/name" {
+                if prefix {
+                    r.prefixes.push(affix.to_string());
+                } else {
+                    r.suffixes.push(affix.to_string());
+                }
+                r.store_previous_id();
+            }
+            fieldspec::apply(&mut r.value, f, Create::Scalar, &mut |n| {
+                let t = scalar_text(n).unwrap_or_default();
+                *n = Value::String(if prefix {
+                    format!("{affix}{t}")
+                } else {
+                    format!("{t}{affix}")
+                });
+                Ok(())
+            })
+            .map_err(|e| {
+                let what = if prefix { "namePrefix" } else { "nameSuffix" };
+                KustomizeError::invalid(at.clone(), format!("{what}: {e}"))
+            })?;
         }
     }
+    Ok(())
 }
 
 /// Sets string entries in the maps the field specs reach (labels, annotations).
@@ -463,8 +479,7 @@ fn legacy_images(v: &mut Value, img: &ImageArgs) -> Result<(), String> {
 }
 
 /// kustomize `ImageTagTransformer`.
-pub fn images(list: &mut [Res], img: &ImageArgs, at: &Location) -> R<()> {
-    let specs = fieldspec::images();
+pub fn images(list: &mut [Res], img: &ImageArgs, specs: &[FieldSpec], at: &Location) -> R<()> {
     for r in list.iter_mut() {
         if r.is_empty() {
             continue;
@@ -473,7 +488,7 @@ pub fn images(list: &mut [Res], img: &ImageArgs, at: &Location) -> R<()> {
         if r.kind() != "CustomResourceDefinition" {
             legacy_images(&mut r.value, img).map_err(err)?;
         }
-        for f in &specs {
+        for f in specs {
             fieldspec::apply(&mut r.value, f, Create::Nothing, &mut |n| {
                 update_image(n, img)
             })
@@ -484,8 +499,7 @@ pub fn images(list: &mut [Res], img: &ImageArgs, at: &Location) -> R<()> {
 }
 
 /// kustomize `ReplicaCountTransformer`.
-pub fn replicas(list: &mut [Res], rep: &ReplicaArgs, at: &Location) -> R<()> {
-    let specs = fieldspec::replicas();
+pub fn replicas(list: &mut [Res], rep: &ReplicaArgs, specs: &[FieldSpec], at: &Location) -> R<()> {
     let mut found = false;
     for r in list.iter_mut() {
         let named = r.prev_ids().iter().any(|id| id.name == rep.name) || r.name() == rep.name;
@@ -493,7 +507,7 @@ pub fn replicas(list: &mut [Res], rep: &ReplicaArgs, at: &Location) -> R<()> {
             continue;
         }
         found = true;
-        for f in &specs {
+        for f in specs {
             fieldspec::apply(&mut r.value, f, Create::Scalar, &mut |n| {
                 *n = Value::Number(rep.count.into());
                 Ok(())

@@ -672,7 +672,7 @@ const ORDER_LAST: &[&str] = &[
 ];
 
 /// kustomize's output order: `legacy` (by kind priority, then gvk, namespace, name) by default.
-fn sort(list: &mut [Res], order: Option<&SortOrder>) {
+fn sort(list: &mut Vec<Res>, order: Option<&SortOrder>) {
     let (first, last): (Vec<String>, Vec<String>) = match order {
         Some(SortOrder::Fifo) => return,
         Some(SortOrder::Legacy {
@@ -696,38 +696,49 @@ fn sort(list: &mut [Res], order: Option<&SortOrder>) {
         }
         0
     };
-    let gvk_less = |a: &Gvk, b: &Gvk| -> bool {
-        let (ra, rb) = (rank(&a.kind), rank(&b.kind));
-        if ra != rb {
-            return ra < rb;
-        }
-        let (sa, sb) = (a.legacy_sort_string(), b.legacy_sort_string());
-        if a.kind == "Namespace"
-            && b.kind == "Namespace"
-            && (a.group.is_empty() || b.group.is_empty())
-        {
-            return sa > sb;
-        }
-        sa < sb
-    };
-    let id_string = |r: &Res, g: &Gvk| {
+    // Sort keys computed once per object.
+    struct Key {
+        rank: i64,
+        gvk: Gvk,
+        gvk_string: String,
+        id_string: String,
+    }
+    let key = |r: &Res| {
+        let g = r.gvk();
         let ns = r.namespace();
         let name = r.name();
-        format!(
-            "{}|{}|{}",
-            g,
-            if ns.is_empty() { "~X" } else { &ns },
-            if name.is_empty() { "~N" } else { &name }
-        )
-    };
-    let less = |a: &Res, b: &Res| -> bool {
-        let (ga, gb) = (a.gvk(), b.gvk());
-        if ga != gb {
-            return gvk_less(&ga, &gb);
+        Key {
+            rank: rank(&g.kind),
+            gvk_string: g.legacy_sort_string(),
+            id_string: format!(
+                "{}|{}|{}",
+                g,
+                if ns.is_empty() { "~X" } else { &ns },
+                if name.is_empty() { "~N" } else { &name }
+            ),
+            gvk: g,
         }
-        id_string(a, &ga) < id_string(b, &gb)
     };
-    list.sort_by(|a, b| {
+    let less = |a: &Key, b: &Key| -> bool {
+        if a.gvk != b.gvk {
+            if a.rank != b.rank {
+                return a.rank < b.rank;
+            }
+            if a.gvk.kind == "Namespace"
+                && b.gvk.kind == "Namespace"
+                && (a.gvk.group.is_empty() || b.gvk.group.is_empty())
+            {
+                return a.gvk_string > b.gvk_string;
+            }
+            return a.gvk_string < b.gvk_string;
+        }
+        a.id_string < b.id_string
+    };
+    let mut keyed: Vec<(Key, Res)> = std::mem::take(list)
+        .into_iter()
+        .map(|r| (key(&r), r))
+        .collect();
+    keyed.sort_by(|(a, _), (b, _)| {
         if less(a, b) {
             Ordering::Less
         } else if less(b, a) {
@@ -736,4 +747,5 @@ fn sort(list: &mut [Res], order: Option<&SortOrder>) {
             Ordering::Equal
         }
     });
+    list.extend(keyed.into_iter().map(|(_, r)| r));
 }

@@ -2,6 +2,8 @@
 //! hash, namespace), fields that refer to them by name (volumes, envFrom, roleRef, subjects,
 //! serviceName, ...) follow.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::error::KustomizeError;
@@ -13,7 +15,10 @@ use super::util::scalar_text;
 /// What the filter needs to know about a possible referral target.
 struct Candidate {
     cur: ResId,
-    org: ResId,
+    cur_cluster: bool,
+    cur_ns: String,
+    org_cluster: bool,
+    org_ns: String,
     prev: Vec<ResId>,
     name: String,
     namespace: String,
@@ -23,9 +28,14 @@ struct Candidate {
 }
 
 fn candidate(r: &Res) -> Candidate {
+    let cur = r.cur_id();
+    let org = r.org_id();
     Candidate {
-        cur: r.cur_id(),
-        org: r.org_id(),
+        cur_cluster: cur.is_cluster_scoped(),
+        cur_ns: cur.effective_namespace(),
+        org_cluster: org.is_cluster_scoped(),
+        org_ns: org.effective_namespace(),
+        cur,
         prev: r.prev_ids(),
         name: r.name(),
         namespace: r.namespace(),
@@ -47,15 +57,42 @@ fn same_ending(a: &[String], b: &[String]) -> bool {
 
 /// The referrer's side of one name reference field.
 struct Referrer<'a> {
-    cur: ResId,
+    cur_cluster: bool,
+    cur_ns: String,
+    /// Namespaces of ServiceAccount subjects (RoleBindings may refer across namespaces).
+    rb_ns: Vec<String>,
     roleref_gvk: Option<Gvk>,
     prefixes: &'a [String],
     suffixes: &'a [String],
     path: &'a str,
     target: &'a Gvk,
+    cands: &'a [Candidate],
+    /// Candidates by each of their previous names.
+    by_name: &'a HashMap<String, Vec<usize>>,
 }
 
-impl Referrer<'_> {
+impl<'a> Referrer<'a> {
+    /// kustomize `SubsetThatCouldBeReferencedByResource`.
+    fn in_subset(&self, c: &Candidate) -> bool {
+        self.cur_cluster
+            || c.cur_cluster
+            || c.cur_ns == self.cur_ns
+            || self.rb_ns.contains(&c.namespace)
+    }
+
+    /// Referable candidates that once had `name`, in build order.
+    fn named(&self, name: &str) -> Vec<&'a Candidate> {
+        self.by_name
+            .get(name)
+            .map(|ix| {
+                ix.iter()
+                    .map(|i| &self.cands[*i])
+                    .filter(|c| self.in_subset(c))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn select<'c>(
         &self,
         old_name: &str,
@@ -72,12 +109,8 @@ impl Referrer<'_> {
                 c.retain(|r| r.prev.iter().any(|id| id.gvk.is_selected(g)));
             }
         }
-        if !self.cur.is_cluster_scoped() {
-            c.retain(|r| {
-                r.cur.is_cluster_scoped()
-                    || r.kind == "ServiceAccount"
-                    || self.cur.is_ns_equals(&r.cur)
-            });
+        if !self.cur_cluster {
+            c.retain(|r| r.cur_cluster || r.kind == "ServiceAccount" || self.cur_ns == r.cur_ns);
         }
         if c.len() == 1 {
             return Ok(Some(c[0]));
@@ -99,11 +132,11 @@ impl Referrer<'_> {
         }
     }
 
-    fn set_scalar(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+    fn set_scalar(&self, node: &mut Value) -> Result<(), String> {
         let Some(old) = scalar_text(node) else {
             return Ok(());
         };
-        let referral = self.select(&old, cands.to_vec(), |c| {
+        let referral = self.select(&old, self.named(&old), |c| {
             c.iter().all(|x| x.name == c[0].name)
         })?;
         if let Some(r) = referral {
@@ -114,7 +147,7 @@ impl Referrer<'_> {
         Ok(())
     }
 
-    fn set_mapping(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+    fn set_mapping(&self, node: &mut Value) -> Result<(), String> {
         let Value::Object(m) = node else {
             return Ok(());
         };
@@ -122,24 +155,27 @@ impl Referrer<'_> {
             return Err("path config error; no 'name' field in node".into());
         };
         let old = scalar_text(name).unwrap_or_default();
+        let named = self.named(&old);
         let filtered: Vec<&Candidate> = match m.get("namespace") {
-            None => cands.to_vec(),
+            None => named,
             Some(ns) => {
                 let ns = scalar_text(ns).unwrap_or_default();
-                let by_org: Vec<&Candidate> = cands
+                // Candidates grouped by original namespace when that group exists, else by
+                // current namespace.
+                let by_org = self
+                    .cands
                     .iter()
-                    .filter(|c| !c.org.is_cluster_scoped() && c.org.effective_namespace() == ns)
-                    .copied()
-                    .collect();
-                if !by_org.is_empty() {
-                    by_org
-                } else {
-                    cands
-                        .iter()
-                        .filter(|c| !c.cur.is_cluster_scoped() && c.cur.effective_namespace() == ns)
-                        .copied()
-                        .collect()
-                }
+                    .any(|c| self.in_subset(c) && !c.org_cluster && c.org_ns == ns);
+                named
+                    .into_iter()
+                    .filter(|c| {
+                        if by_org {
+                            !c.org_cluster && c.org_ns == ns
+                        } else {
+                            !c.cur_cluster && c.cur_ns == ns
+                        }
+                    })
+                    .collect()
             }
         };
         let referral = self.select(&old, filtered, |c| {
@@ -157,21 +193,21 @@ impl Referrer<'_> {
         Ok(())
     }
 
-    fn set(&self, node: &mut Value, cands: &[&Candidate]) -> Result<(), String> {
+    fn set(&self, node: &mut Value) -> Result<(), String> {
         match node {
             Value::Null => Ok(()),
-            Value::Object(_) => self.set_mapping(node, cands),
+            Value::Object(_) => self.set_mapping(node),
             Value::Array(items) => {
                 for item in items.iter_mut() {
                     match item {
-                        Value::Object(_) => self.set_mapping(item, cands)?,
+                        Value::Object(_) => self.set_mapping(item)?,
                         Value::Array(_) | Value::Null => {}
-                        _ => self.set_scalar(item, cands)?,
+                        _ => self.set_scalar(item)?,
                     }
                 }
                 Ok(())
             }
-            _ => self.set_scalar(node, cands),
+            _ => self.set_scalar(node),
         }
     }
 }
@@ -204,6 +240,15 @@ fn rolebinding_namespaces(r: &Res) -> Vec<String> {
 /// Fixes every name reference in `list` (kustomize `FixBackReferences`).
 pub fn fix(list: &mut [Res], backrefs: &[NameBackRef]) -> Result<(), KustomizeError> {
     let cands: Vec<Candidate> = list.iter().map(candidate).collect();
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, c) in cands.iter().enumerate() {
+        for id in &c.prev {
+            let e = by_name.entry(id.name.clone()).or_default();
+            if e.last() != Some(&i) {
+                e.push(i);
+            }
+        }
+    }
     for r in list.iter_mut() {
         let org = r.org_id();
         // The name reference fields this object may hold, in configuration order.
@@ -216,42 +261,35 @@ pub fn fix(list: &mut [Res], backrefs: &[NameBackRef]) -> Result<(), KustomizeEr
             continue;
         }
         let cur = r.cur_id();
-        // Objects this one could refer to.
         let rb_ns = rolebinding_namespaces(r);
-        let subset: Vec<&Candidate> = cands
-            .iter()
-            .filter(|c| {
-                cur.is_cluster_scoped()
-                    || c.cur.is_cluster_scoped()
-                    || c.cur.is_ns_equals(&cur)
-                    || rb_ns.contains(&c.namespace)
-            })
-            .collect();
         let roleref = roleref_gvk(&r.value);
         let prefixes = r.prefixes.clone();
         let suffixes = r.suffixes.clone();
         for (target, f) in specs {
             let referrer = Referrer {
-                cur: cur.clone(),
+                cur_cluster: cur.is_cluster_scoped(),
+                cur_ns: cur.effective_namespace(),
+                rb_ns: rb_ns.clone(),
                 roleref_gvk: roleref.clone(),
                 prefixes: &prefixes,
                 suffixes: &suffixes,
                 path: &f.path,
                 target,
+                cands: &cands,
+                by_name: &by_name,
             };
             let location = r.location.clone();
-            fieldspec::apply_path(&mut r.value, &f.path, &mut |node| {
-                referrer.set(node, &subset)
-            })
-            .map_err(|e| {
-                KustomizeError::invalid(
-                    location.clone(),
-                    format!(
-                        "updating name reference in '{}' field of '{}': {e}",
-                        f.path, cur
-                    ),
-                )
-            })?;
+            fieldspec::apply_path(&mut r.value, &f.path, &mut |node| referrer.set(node)).map_err(
+                |e| {
+                    KustomizeError::invalid(
+                        location.clone(),
+                        format!(
+                            "updating name reference in '{}' field of '{}': {e}",
+                            f.path, cur
+                        ),
+                    )
+                },
+            )?;
         }
     }
     Ok(())

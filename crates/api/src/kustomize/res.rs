@@ -196,9 +196,22 @@ pub fn append(list: &mut Vec<Res>, res: Res) -> Result<(), KustomizeError> {
     Ok(())
 }
 
+/// The key under which `ResId::equals` ids are equal.
+pub fn id_key(id: &ResId) -> (Gvk, String, String) {
+    (id.gvk.clone(), id.name.clone(), id.effective_namespace())
+}
+
 pub fn append_all(list: &mut Vec<Res>, other: Vec<Res>) -> Result<(), KustomizeError> {
+    let mut seen: std::collections::HashSet<(Gvk, String, String)> =
+        list.iter().map(|r| id_key(&r.cur_id())).collect();
     for r in other {
-        append(list, r)?;
+        let id = r.cur_id();
+        if !seen.insert(id_key(&id)) {
+            return Err(r.error(format!(
+                "may not add resource with an already registered id: {id}"
+            )));
+        }
+        list.push(r);
     }
     Ok(())
 }

@@ -28,14 +28,6 @@ impl Gvk {
         }
     }
 
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
     /// True when every non-empty field of `selector` equals this one's.
     pub fn is_selected(&self, selector: &Gvk) -> bool {
         (selector.group.is_empty() || selector.group == self.group)
@@ -45,7 +37,9 @@ impl Gvk {
 
     /// Cluster-scoped per kustomize's built-in schema; unknown kinds are namespaced.
     pub fn is_cluster_scoped(&self) -> bool {
-        matches!(scope(&self.api_version(), &self.kind), Some(Scope::Cluster))
+        KNOWN_TYPES.iter().any(|(a, k, s)| {
+            *s == Scope::Cluster && *k == self.kind && api_version_is(a, &self.group, &self.version)
+        })
     }
 
     /// `group_version_kind` with `~G`/`~V`/`~K` for empty parts (legacy sort key).
@@ -133,6 +127,17 @@ impl fmt::Display for ResId {
 pub enum Scope {
     Namespaced,
     Cluster,
+}
+
+/// Whether `api_version` is `group/version` (or `version` for the core group).
+fn api_version_is(api_version: &str, group: &str, version: &str) -> bool {
+    if group.is_empty() {
+        return api_version == version;
+    }
+    api_version.len() == group.len() + 1 + version.len()
+        && api_version.starts_with(group)
+        && api_version.as_bytes()[group.len()] == b'/'
+        && api_version.ends_with(version)
 }
 
 /// Scope of a kind known to kustomize's built-in schema (Kubernetes 1.21); `None` for others

@@ -236,11 +236,10 @@ pub fn namespace(list: &mut [Res], ns: &str, specs: &[FieldSpec], at: &Location)
     if ns.is_empty() {
         return Ok(());
     }
-    for i in 0..list.len() {
-        if list[i].is_empty() {
+    for r in list.iter_mut() {
+        if r.is_empty() {
             continue;
         }
-        let r = &mut list[i];
         r.store_previous_id();
         let api = r.api_version();
         let gvk = r.gvk();
@@ -275,8 +274,11 @@ pub fn namespace(list: &mut [Res], ns: &str, specs: &[FieldSpec], at: &Location)
             })
             .map_err(|e| KustomizeError::invalid(loc, format!("namespace: {e}")))?;
         }
-        let id = list[i].cur_id();
-        if list.iter().filter(|x| x.cur_id().equals(&id)).count() != 1 {
+    }
+    let mut seen = std::collections::HashSet::new();
+    for r in list.iter() {
+        let id = r.cur_id();
+        if !r.is_empty() && !seen.insert(res::id_key(&id)) {
             return Err(KustomizeError::invalid(
                 at.clone(),
                 format!("namespace transformation produces ID conflict: {id}"),

@@ -59,10 +59,9 @@ fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    Ok(values(
-        "kubectl output",
-        &String::from_utf8_lossy(&out.stdout),
-    ))
+    parse_documents("kubectl output", &String::from_utf8_lossy(&out.stdout))
+        .map(|docs| docs.into_iter().map(|d| d.value).collect())
+        .map_err(|e| format!("unreadable kubectl output: {e}"))
 }
 
 /// A readable account of how two outputs differ.

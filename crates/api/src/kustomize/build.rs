@@ -3,6 +3,7 @@
 //! fix name references and sort.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -252,12 +253,17 @@ fn respan(spans: &SpanMap, prefix: &str, item: &Value) -> SpanMap {
 fn read_resources(root: &Root, rel: &str, at: &Location) -> R<Vec<Res>> {
     let (display, text) = root.read_text(rel, at)?;
     let docs = parse_documents(&display.display().to_string(), &text)?;
-    let mut queue: std::collections::VecDeque<(Value, Arc<SpanMap>, Location)> = docs
-        .into_iter()
-        .map(|d| (d.value, d.spans, d.location))
-        .collect();
+    let mut styles = super::styles::quoted_pointers(&text);
+    if styles.len() != docs.len() {
+        styles = vec![HashSet::new(); docs.len()];
+    }
+    let mut queue: std::collections::VecDeque<(Value, Arc<SpanMap>, Location, HashSet<String>)> =
+        docs.into_iter()
+            .zip(styles)
+            .map(|(d, q)| (d.value, d.spans, d.location, q))
+            .collect();
     let mut out = Vec::new();
-    while let Some((value, spans, location)) = queue.pop_front() {
+    while let Some((value, spans, location, quoted)) = queue.pop_front() {
         let Value::Object(m) = &value else {
             return Err(KustomizeError::invalid(
                 location,
@@ -276,7 +282,13 @@ fn read_resources(root: &Root, rel: &str, at: &Location) -> R<Vec<Res>> {
                         let p = format!("/items/{i}");
                         let loc = spans.locate(&p).unwrap_or_else(|| location.clone());
                         let sub = respan(&spans, &p, item);
-                        queue.push_back((item.clone(), Arc::new(sub), loc));
+                        let q = quoted
+                            .iter()
+                            .filter_map(|x| x.strip_prefix(&p))
+                            .filter(|x| x.is_empty() || x.starts_with('/'))
+                            .map(str::to_string)
+                            .collect();
+                        queue.push_back((item.clone(), Arc::new(sub), loc, q));
                     }
                 }
                 _ => {
@@ -288,7 +300,8 @@ fn read_resources(root: &Root, rel: &str, at: &Location) -> R<Vec<Res>> {
             }
             continue;
         }
-        let r = Res::new(value, spans, location);
+        let mut r = Res::new(value, spans, location);
+        r.quoted = Arc::new(quoted);
         if r.kind().is_empty() {
             return Err(r.error("missing kind in object"));
         }

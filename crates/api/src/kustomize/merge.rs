@@ -7,6 +7,7 @@
 //! merged in place) because kustomize's results, quirks included, depend on it.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
@@ -19,8 +20,9 @@ use super::util::scalar_text;
 enum Node {
     /// A `null` (tagged null in kyaml).
     Null,
-    /// A scalar; `Value::Null` here is a null kept on purpose (kyaml's untagged "null").
-    Scalar(Value),
+    /// A scalar, and whether it is written quoted (or as a block scalar); `Value::Null` here
+    /// is a null kept on purpose (kyaml's untagged "null").
+    Scalar(Value, bool),
     Map(Vec<(String, N)>),
     Seq(Vec<N>),
 }
@@ -40,19 +42,33 @@ fn new(n: Node) -> N {
     Rc::new(RefCell::new(n))
 }
 
-fn to_node(v: &Value) -> N {
+/// A node tree; `quoted` says which scalars (by JSON pointer) are written quoted.
+fn to_node(v: &Value, ptr: &str, quoted: &HashSet<String>) -> N {
     new(match v {
         Value::Null => Node::Null,
-        Value::Object(m) => Node::Map(m.iter().map(|(k, v)| (k.clone(), to_node(v))).collect()),
-        Value::Array(a) => Node::Seq(a.iter().map(to_node).collect()),
-        other => Node::Scalar(other.clone()),
+        Value::Object(m) => Node::Map(
+            m.iter()
+                .map(|(k, v)| (k.clone(), to_node(v, &super::util::ptr(ptr, k), quoted)))
+                .collect(),
+        ),
+        Value::Array(a) => Node::Seq(
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| to_node(v, &format!("{ptr}/{i}"), quoted))
+                .collect(),
+        ),
+        Value::String(s) => Node::Scalar(
+            v.clone(),
+            quoted.contains(ptr) || super::styles::needs_quotes(s),
+        ),
+        other => Node::Scalar(other.clone(), quoted.contains(ptr)),
     })
 }
 
 fn to_value(n: &N) -> Value {
     match &*n.borrow() {
         Node::Null => Value::Null,
-        Node::Scalar(v) => v.clone(),
+        Node::Scalar(v, _) => v.clone(),
         Node::Map(fields) => {
             let mut m = Map::new();
             for (k, v) in fields {
@@ -66,7 +82,7 @@ fn to_value(n: &N) -> Value {
 
 fn kind(n: &N) -> Kind {
     match &*n.borrow() {
-        Node::Null | Node::Scalar(_) => Kind::Scalar,
+        Node::Null | Node::Scalar(..) => Kind::Scalar,
         Node::Map(_) => Kind::Map,
         Node::Seq(_) => Kind::Seq,
     }
@@ -96,10 +112,10 @@ fn is_empty_map(s: &Src) -> bool {
 
 fn is_nil_or_empty(n: &N) -> bool {
     match &*n.borrow() {
-        Node::Null | Node::Scalar(Value::Null) => true,
+        Node::Null | Node::Scalar(Value::Null, _) => true,
         Node::Map(f) => f.is_empty(),
         Node::Seq(s) => s.is_empty(),
-        Node::Scalar(_) => false,
+        Node::Scalar(..) => false,
     }
 }
 
@@ -110,8 +126,8 @@ fn is_map(n: &N) -> bool {
 /// The scalar text kyaml compares (`Node.Value`); empty for maps and lists.
 fn text(n: &N) -> String {
     match &*n.borrow() {
-        Node::Null | Node::Scalar(Value::Null) => "null".into(),
-        Node::Scalar(v) => scalar_text(v).unwrap_or_default(),
+        Node::Null | Node::Scalar(Value::Null, _) => "null".into(),
+        Node::Scalar(v, _) => scalar_text(v).unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -138,17 +154,29 @@ fn seq_items(n: &N) -> Vec<N> {
 fn plain(text: &str) -> N {
     let v = crate::yaml::resolve_scalar(text, ScalarStyle::Plain, None)
         .unwrap_or_else(|_| Value::String(text.to_string()));
-    new(Node::Scalar(v))
+    new(Node::Scalar(v, false))
 }
 
-/// kyaml `FieldSetter`: a missing or null value clears the field.
+/// kyaml `FieldSetter`: a missing or null value clears the field. A new scalar takes the
+/// style of the one it replaces: over a quoted string, a number or boolean becomes a string.
 fn set_field(dest: &N, key: &str, val: Src) {
     let mut d = dest.borrow_mut();
     let Node::Map(fields) = &mut *d else { return };
     match val {
         Some(v) if !matches!(*v.borrow(), Node::Null) => {
             if let Some(slot) = fields.iter_mut().find(|(k, _)| k == key) {
-                slot.1 = v;
+                let was_quoted =
+                    !Rc::ptr_eq(&slot.1, &v) && matches!(&*slot.1.borrow(), Node::Scalar(_, true));
+                let retyped = match &*v.borrow() {
+                    Node::Scalar(x @ (Value::Number(_) | Value::Bool(_)), _) if was_quoted => {
+                        Some(scalar_text(x).unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                slot.1 = match retyped {
+                    Some(t) => new(Node::Scalar(Value::String(t), true)),
+                    None => v,
+                };
             } else {
                 fields.push((key.to_string(), v));
             }
@@ -191,9 +219,22 @@ fn directive(origin: &Src) -> R<Directive> {
     }
 }
 
-/// Merges `patch` into `dest` (both whole objects). `None` when the patch deletes the object.
-pub fn merge(dest: &Value, patch: &Value) -> Result<Option<Value>, String> {
-    let r = walk([Some(to_node(dest)), Some(to_node(patch))], None, "")?;
+/// Merges `patch` into `dest` (both whole objects); `quoted` has the pointers of the scalars
+/// of `dest` written quoted. `None` when the patch deletes the object.
+pub fn merge(
+    dest: &Value,
+    patch: &Value,
+    quoted: &HashSet<String>,
+) -> Result<Option<Value>, String> {
+    let none = HashSet::new();
+    let r = walk(
+        [
+            Some(to_node(dest, "", quoted)),
+            Some(to_node(patch, "", &none)),
+        ],
+        None,
+        "",
+    )?;
     Ok(r.map(|n| to_value(&n)).filter(|v| v.is_object()))
 }
 
@@ -268,7 +309,7 @@ fn visit_map(s: &[Src; 2]) -> R<Src> {
         }
         if origin.is_none() && dest.is_some() {
             // A null the patch does not mention stays.
-            return Ok(Some(new(Node::Scalar(Value::Null))));
+            return Ok(Some(new(Node::Scalar(Value::Null, false))));
         }
         return Ok(origin.clone());
     }
@@ -741,14 +782,17 @@ spec:
       - {name: v3, secret: {secretName: s}}
       - {configMap: {name: cm1}, name: v1}
 "#);
-        assert_eq!(merge(&dest, &patch).unwrap().unwrap(), want);
+        assert_eq!(
+            merge(&dest, &patch, &HashSet::new()).unwrap().unwrap(),
+            want
+        );
     }
 
     #[test]
     fn service_ports_and_custom_resources() {
         let dest = y("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80, targetPort: 8080}\n  - {port: 443, targetPort: 8443, protocol: TCP}\n");
         let patch = y("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80, targetPort: 9090}\n  - {port: 443, name: https}\n");
-        let got = merge(&dest, &patch).unwrap().unwrap();
+        let got = merge(&dest, &patch, &HashSet::new()).unwrap().unwrap();
         assert_eq!(
             got["spec"]["ports"],
             y("- {port: 80, targetPort: 9090}\n- {port: 443, protocol: TCP, targetPort: 8443}\n")
@@ -756,7 +800,7 @@ spec:
         // Lists of custom resources are replaced, even with `name` keys.
         let dest = y("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [a, b]\n  http:\n  - {name: a, timeout: 1s}\n  - {name: b}\n");
         let patch = y("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  http:\n  - {name: a, timeout: 5s}\n");
-        let got = merge(&dest, &patch).unwrap().unwrap();
+        let got = merge(&dest, &patch, &HashSet::new()).unwrap().unwrap();
         assert_eq!(got["spec"]["http"], y("- {name: a, timeout: 5s}\n"));
         assert_eq!(got["spec"]["hosts"], y("[a, b]"));
     }
@@ -765,22 +809,22 @@ spec:
     fn nulls_directives_and_delete() {
         let dest = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, creationTimestamp: null}\ndata: {x: '1', y: '2'}\n");
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: null}\n");
-        let got = merge(&dest, &patch).unwrap().unwrap();
+        let got = merge(&dest, &patch, &HashSet::new()).unwrap().unwrap();
         assert_eq!(
             got,
             y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, creationTimestamp: null}\ndata: {y: '2'}\n")
         );
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: replace, z: '3'}\n");
         assert_eq!(
-            merge(&dest, &patch).unwrap().unwrap()["data"],
+            merge(&dest, &patch, &HashSet::new()).unwrap().unwrap()["data"],
             y("{z: '3'}")
         );
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n$patch: delete\n");
-        assert!(merge(&dest, &patch).unwrap().is_none());
+        assert!(merge(&dest, &patch, &HashSet::new()).unwrap().is_none());
         let patch =
             y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {$patch: bogus}\n");
-        assert!(merge(&dest, &patch).is_err());
+        assert!(merge(&dest, &patch, &HashSet::new()).is_err());
         let patch = y("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: [1]\n");
-        assert!(merge(&dest, &patch).is_err());
+        assert!(merge(&dest, &patch, &HashSet::new()).is_err());
     }
 }

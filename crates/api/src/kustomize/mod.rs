@@ -26,6 +26,7 @@ mod res;
 mod resid;
 mod schema;
 mod selector;
+mod styles;
 mod transform;
 mod util;
 

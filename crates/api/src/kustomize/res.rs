@@ -2,6 +2,7 @@
 //! bookkeeping kustomize keeps in build annotations (previous ids, prefixes, suffixes, generator
 //! behavior and hash flag). Plus the list operations of kustomize's `ResMap`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -32,6 +33,8 @@ pub struct Res {
     pub suffixes: Vec<String>,
     pub behavior: Behavior,
     pub needs_hash: bool,
+    /// Pointers of scalars quoted in the source (see `styles`).
+    pub quoted: Arc<HashSet<String>>,
 }
 
 impl Res {
@@ -45,6 +48,7 @@ impl Res {
             suffixes: Vec::new(),
             behavior: Behavior::Unspecified,
             needs_hash: false,
+            quoted: Arc::default(),
         }
     }
 

@@ -58,7 +58,7 @@ fn apply_sm(
     if allow_name || allow_kind {
         r.store_previous_id();
     }
-    match merge::merge(&r.value, patch) {
+    match merge::merge(&r.value, patch, &r.quoted) {
         Ok(Some(v)) => r.value = v,
         Ok(None) => {
             r.value = Value::Null;
@@ -223,6 +223,8 @@ pub fn json6902(
         if store_previous {
             r.store_previous_id();
         }
+        // kustomize applies JSON patches to a JSON copy: source quoting is lost.
+        r.quoted = Default::default();
         let id = r.cur_id();
         json_patch::patch(&mut r.value, &ops.0).map_err(|e| {
             KustomizeError::invalid(at.clone(), format!("applying JSON patch to {id}: {e}"))

@@ -68,10 +68,8 @@ pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
                 root_null = false;
                 has_root = false;
             }
-            Event::DocumentEnd => {
-                if has_root && !root_null {
-                    out.push(std::mem::take(&mut set));
-                }
+            Event::DocumentEnd if has_root && !root_null => {
+                out.push(std::mem::take(&mut set));
             }
             Event::Scalar(value, style, anchor, tag) => {
                 let quoted = !matches!(style, ScalarStyle::Plain);

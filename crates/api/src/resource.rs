@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -50,6 +50,7 @@ pub enum Kind {
     Secret,
     ConfigMap,
     EndpointSlice,
+    ServiceAccount,
     Certificate,
 }
 
@@ -72,6 +73,7 @@ impl Kind {
         Kind::Secret,
         Kind::ConfigMap,
         Kind::EndpointSlice,
+        Kind::ServiceAccount,
         Kind::Certificate,
     ];
 
@@ -94,6 +96,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::ServiceAccount => "ServiceAccount",
             Kind::Certificate => "Certificate",
         }
     }
@@ -111,7 +114,12 @@ impl Kind {
             Kind::PeerAuthentication | Kind::RequestAuthentication | Kind::AuthorizationPolicy => {
                 SECURITY
             }
-            Kind::Namespace | Kind::Service | Kind::Pod | Kind::Secret | Kind::ConfigMap => "",
+            Kind::Namespace
+            | Kind::Service
+            | Kind::Pod
+            | Kind::Secret
+            | Kind::ConfigMap
+            | Kind::ServiceAccount => "",
             Kind::Deployment => "apps",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Certificate => "cert-manager.io",
@@ -197,6 +205,7 @@ pub enum Object {
     Secret(Box<Secret>),
     ConfigMap(Box<ConfigMap>),
     EndpointSlice(Box<EndpointSlice>),
+    ServiceAccount(Box<ServiceAccount>),
     Certificate(Box<Certificate>),
 }
 
@@ -526,12 +535,25 @@ fn decode(kind: Kind, value: &Value) -> Result<Decoded, (String, String)> {
             Object::Deployment,
         ),
         Kind::Pod => k8s(value, |o: &Pod| o.metadata.clone(), Object::Pod),
-        Kind::Secret => k8s(value, |o: &Secret| o.metadata.clone(), Object::Secret),
-        Kind::ConfigMap => k8s(value, |o: &ConfigMap| o.metadata.clone(), Object::ConfigMap),
+        Kind::Secret => k8s(
+            &without_base64_line_breaks(value, "data"),
+            |o: &Secret| o.metadata.clone(),
+            Object::Secret,
+        ),
+        Kind::ConfigMap => k8s(
+            &without_base64_line_breaks(value, "binaryData"),
+            |o: &ConfigMap| o.metadata.clone(),
+            Object::ConfigMap,
+        ),
         Kind::EndpointSlice => k8s(
             value,
             |o: &EndpointSlice| o.metadata.clone(),
             Object::EndpointSlice,
+        ),
+        Kind::ServiceAccount => k8s(
+            value,
+            |o: &ServiceAccount| o.metadata.clone(),
+            Object::ServiceAccount,
         ),
         Kind::Certificate => k8s(
             value,
@@ -539,6 +561,22 @@ fn decode(kind: Kind, value: &Value) -> Result<Decoded, (String, String)> {
             Object::Certificate,
         ),
     }
+}
+
+/// Kubernetes (Go's base64 decoder) ignores line breaks inside base64 data, and kustomize
+/// wraps long values at 70 columns: drop them before decoding the map `field`.
+fn without_base64_line_breaks(value: &Value, field: &str) -> Value {
+    let mut v = value.clone();
+    if let Some(Value::Object(data)) = v.get_mut(field) {
+        for item in data.values_mut() {
+            if let Value::String(s) = item {
+                if s.contains(['\n', '\r']) {
+                    s.retain(|c| c != '\n' && c != '\r');
+                }
+            }
+        }
+    }
+    v
 }
 
 /// Deserializes with the failing field's path, for located messages.

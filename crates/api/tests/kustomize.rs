@@ -249,3 +249,45 @@ fn compare_dirs_from_env() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The project's own overlays render exactly as `kubectl kustomize` renders them (goldens in
+/// `tests/kustomize-alphintra/<env>.yaml`, and live when kubectl is installed).
+#[test]
+fn alphintra_overlays_match_kubectl() {
+    let live = kubectl_available();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut failures = Vec::new();
+    for env in ["dev", "staging", "prod"] {
+        let dir = repo
+            .join("examples/alphintra/infra/kubernetes/istio/overlays")
+            .join(env);
+        let got = match render(&dir) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!("{env}: render failed: {e}"));
+                continue;
+            }
+        };
+        let golden_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/kustomize-alphintra")
+            .join(format!("{env}.yaml"));
+        let golden = values(
+            &format!("{env}.yaml"),
+            &std::fs::read_to_string(golden_file).unwrap(),
+        );
+        if let Some(d) = diff(&golden, &got) {
+            failures.push(format!("{env}: differs from the kubectl golden\n{d}"));
+        }
+        if live {
+            match kubectl_kustomize(&dir) {
+                Ok(want) => {
+                    if let Some(d) = diff(&want, &got) {
+                        failures.push(format!("{env}: differs from kubectl kustomize\n{d}"));
+                    }
+                }
+                Err(e) => failures.push(format!("{env}: kubectl kustomize failed: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

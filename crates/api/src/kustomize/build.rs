@@ -459,35 +459,47 @@ fn json_ops(v: &Value, at: &Location) -> R<json_patch::Patch> {
         .map_err(|e| KustomizeError::invalid(at.clone(), format!("invalid JSON 6902 patch: {e}")))
 }
 
-/// One `patches` entry.
-fn load_patch(root: &Root, e: &Entry<PatchArgs>) -> R<Patch> {
+/// One `patches` entry: a JSON 6902 operation list, or one or more strategic-merge objects
+/// (a multi-document patch file applies each document, as kustomize does).
+fn load_patch(root: &Root, e: &Entry<PatchArgs>) -> R<Vec<Patch>> {
     let (text, loc, file) = patch_text(root, &e.value, &e.location)?;
     let inline = e.value.path.is_empty();
     let docs = parse_patch_docs(&text, &file, &e.location, inline)?;
-    let location = if inline {
-        e.location.clone()
-    } else {
-        docs.first().map(|d| d.location.clone()).unwrap_or(loc)
-    };
-    let body = match docs.as_slice() {
-        [d] if d.value.is_array() => PatchBody::Json(json_ops(&d.value, &location)?),
-        [d] if is_sm_patch(&d.value) => PatchBody::Strategic {
-            value: d.value.clone(),
-            allow_name_change: e.value.allow_name_change,
-            allow_kind_change: e.value.allow_kind_change,
-        },
-        _ => {
-            return Err(KustomizeError::invalid(
-                location,
-                "unable to parse SM or JSON patch: a patch must be one object with kind and metadata.name, or a list of JSON 6902 operations",
-            ))
+    let location_of = |d: Option<&Document>| {
+        if inline {
+            e.location.clone()
+        } else {
+            d.map(|d| d.location.clone()).unwrap_or_else(|| loc.clone())
         }
     };
-    Ok(Patch {
-        body,
-        target: e.value.target.clone(),
-        location,
-    })
+    if let [d] = docs.as_slice() {
+        if d.value.is_array() {
+            let location = location_of(Some(d));
+            return Ok(vec![Patch {
+                body: PatchBody::Json(json_ops(&d.value, &location)?),
+                target: e.value.target.clone(),
+                location,
+            }]);
+        }
+    }
+    if docs.is_empty() || !docs.iter().all(|d| is_sm_patch(&d.value)) {
+        return Err(KustomizeError::invalid(
+            location_of(docs.first()),
+            "unable to parse SM or JSON patch: a patch must be objects with kind and metadata.name, or a list of JSON 6902 operations",
+        ));
+    }
+    Ok(docs
+        .iter()
+        .map(|d| Patch {
+            body: PatchBody::Strategic {
+                value: d.value.clone(),
+                allow_name_change: e.value.allow_name_change,
+                allow_kind_change: e.value.allow_kind_change,
+            },
+            target: e.value.target.clone(),
+            location: location_of(Some(d)),
+        })
+        .collect())
 }
 
 /// `patchesStrategicMerge` entries: inline YAML or files (several objects each).
@@ -590,8 +602,9 @@ fn run_transformers(
     }
     transform::patches_strategic_merge(list, &psm)?;
     for e in &kust.patches {
-        let p = load_patch(root, e)?;
-        transform::patch(list, &p)?;
+        for p in load_patch(root, e)? {
+            transform::patch(list, &p)?;
+        }
     }
     transform::namespace(list, &kust.namespace, &config.namespace, &kust.location)?;
     transform::prefix_suffix(

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod demo;
 mod mesh;
 mod proxy;
+mod up;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,12 @@ enum Command {
     /// Run a proxy (gateway or sidecar) compiled from manifests on disk, without a control
     /// plane; reloads on SIGHUP and file changes.
     Proxy(proxy::ProxyArgs),
+    /// Run a whole mesh on this machine (no Kubernetes): gateway, sidecars, apps, stand-ins.
+    /// With no PATH: the bundled Alphintra example.
+    Up(up::UpArgs),
+    /// Run a demo workload of the Alphintra example (what `trellis up` starts).
+    #[command(name = "demo-app")]
+    DemoApp(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +44,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Up(args) => up::run(args),
+        Command::DemoApp(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

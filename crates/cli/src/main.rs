@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod demo;
+mod explain;
 mod mesh;
 mod proxy;
 mod up;
@@ -34,6 +35,9 @@ enum Command {
     /// Run a demo workload of the Alphintra example (what `trellis up` starts).
     #[command(name = "demo-app")]
     DemoApp(demo::DemoArgs),
+    /// Explain what the mesh does with one request, step by step, from the manifests: route,
+    /// destinations, DestinationRule, JWT, AuthorizationPolicy, mTLS mode, final status.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => up::run(args),
         Command::DemoApp(args) => demo::run(args),
+        Command::Explain(args) => explain::run(args),
     };
     match result {
         Ok(code) => code,

@@ -886,6 +886,7 @@ fn write_up_json(
             "host": s.host,
             "port": s.port,
             "address": s.listen.to_string(),
+            "pid": running.procs.iter().find(|p| p.workload == s.host).map(|p| p.pid),
         })).collect::<Vec<_>>(),
     });
     write_atomic(&state.join("up.json"), &serde_json::to_string_pretty(&doc)?)?;
@@ -1051,7 +1052,7 @@ fn print_summary(
             ));
         }
         out.push_str(&format!(
-            "  # why a request goes where it goes (or is denied)\n  {trellis} explain -k {} GET {base}/api/orders\n",
+            "  # why a request goes where it goes (or is denied)\n  {trellis} explain -k {} GET http://{host}/api/orders\n",
             shell_quote(&input.display().to_string())
         ));
     }

@@ -80,6 +80,11 @@ pub struct UpArgs {
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
 
+    /// Run standalone proxies (each compiles the manifests itself) even when this build has a
+    /// control plane.
+    #[arg(long = "no-control-plane")]
+    pub no_control_plane: bool,
+
     /// How long to wait for everything to be ready.
     #[arg(long = "ready-timeout", default_value = "30s", value_parser = parse_duration)]
     pub ready_timeout: Duration,
@@ -232,17 +237,39 @@ fn shell_quote(s: &str) -> String {
 struct Features {
     /// `trellis proxy --ca-dir`: sidecars do mTLS with certificates from a local CA.
     ca_dir: bool,
+    /// `trellis control-plane` and `trellis proxy --control-plane`.
+    control_plane: bool,
 }
 
 fn detect_features(exe: &Path) -> Features {
-    let help = std::process::Command::new(exe)
-        .args(["proxy", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let help = |args: &[&str]| {
+        std::process::Command::new(exe)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let proxy = help(&["proxy", "--help"]).unwrap_or_default();
     Features {
-        ca_dir: help.contains("--ca-dir"),
+        ca_dir: proxy.contains("--ca-dir"),
+        control_plane: proxy.contains("--control-plane")
+            && help(&["control-plane", "--help"]).is_some(),
     }
+}
+
+/// A random bootstrap token for this run's control plane.
+fn random_token() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !ok {
+        let t = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id());
+        bytes.copy_from_slice(&t.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A free port on `ip` that is also free on 127.0.0.1 (sidecar inbound and app share it).
@@ -342,6 +369,8 @@ fn app_command(command: &str, exe: &Path) -> (PathBuf, Vec<String>) {
 /// Everything that runs, and where.
 struct Running {
     procs: Vec<Proc>,
+    /// The control plane's gRPC address, when one runs.
+    control_plane: Option<SocketAddr>,
     /// `ns/name` -> admin address of its proxy.
     admins: BTreeMap<String, SocketAddr>,
     /// Gateway listener port -> where it is bound, per gateway `ns/name`.
@@ -404,7 +433,10 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
     write_atomic(&mesh_file, &plan::render(&plan.documents))
         .with_context(|| format!("cannot write {}", mesh_file.display()))?;
 
-    let features = detect_features(&exe);
+    let mut features = detect_features(&exe);
+    if args.no_control_plane {
+        features.control_plane = false;
+    }
     let ca_dir = state.join("ca");
     if features.ca_dir {
         trellis_identity::ca::CertificateAuthority::load_or_generate(
@@ -438,10 +470,15 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     logger.info(&format!(
-        "trellis up: {} ({} workloads{})",
+        "trellis up: {} ({} workloads{}{})",
         input.display(),
         plan.workloads.len(),
-        if features.ca_dir {
+        if features.control_plane {
+            ", control plane"
+        } else {
+            ", standalone proxies"
+        },
+        if features.ca_dir || features.control_plane {
             ", mTLS with a local CA"
         } else {
             ""
@@ -456,6 +493,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let mut running = Running {
         procs: Vec::new(),
+        control_plane: None,
         admins: BTreeMap::new(),
         gateway_bound: BTreeMap::new(),
     };
@@ -519,11 +557,60 @@ async fn start(
     logger: &Arc<Logger>,
     running: &mut Running,
 ) -> anyhow::Result<()> {
+    let common_env = vec![("TRELLIS_STATE_DIR".to_string(), state.display().to_string())];
+    let mut proxy_env = common_env.clone();
+    if features.control_plane {
+        let token = random_token();
+        proxy_env.push(("TRELLIS_TOKEN".to_string(), token.clone()));
+        let argv: Vec<String> = vec![
+            "control-plane".into(),
+            mesh_file.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
+            "--ca-dir".into(),
+            state.join("ca").display().to_string(),
+            "--debounce".into(),
+            "50ms".into(),
+            "--id".into(),
+            "trellis-up".into(),
+        ];
+        let mut env = common_env.clone();
+        env.push(("TRELLIS_TOKEN".to_string(), token));
+        let cp = procs::spawn(
+            logger,
+            "control-plane",
+            ProcKind::ControlPlane,
+            exe,
+            &argv,
+            &env,
+            None,
+        )?;
+        let mut grpc = cp.grpc.clone();
+        running.procs.push(cp);
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Some(a) = *grpc.borrow_and_update() {
+                    return Some(a);
+                }
+                if grpc.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        match addr {
+            Some(a) => running.control_plane = Some(a),
+            None => bail!("the control plane did not start (see its log lines above)"),
+        }
+    }
     for s in &plan.standins {
         let p = start_standin(s, state, logger).await?;
         running.procs.push(p);
     }
-    let common_env = vec![("TRELLIS_STATE_DIR".to_string(), state.display().to_string())];
     for w in &plan.workloads {
         if let Some(app) = &w.app {
             let (program, argv) = app_command(&app.command, exe);
@@ -542,22 +629,27 @@ async fn start(
         if w.role == Role::Plain {
             continue;
         }
-        let mut argv: Vec<String> = vec![
-            "proxy".into(),
-            "--config".into(),
-            mesh_file.display().to_string(),
+        let mut argv: Vec<String> = vec!["proxy".into()];
+        match running.control_plane {
+            Some(cp) => argv.extend(["--control-plane".into(), cp.to_string()]),
+            None => argv.extend([
+                "--config".into(),
+                mesh_file.display().to_string(),
+                "--no-watch".into(),
+            ]),
+        }
+        argv.extend([
             "--workload".into(),
             w.key(),
-            "--no-watch".into(),
             "--admin".into(),
             "127.0.0.1:0".into(),
             "--status".into(),
             "off".into(),
-        ];
+        ]);
         if !args.no_access_log {
             argv.extend(["--access-log".into(), "-".into()]);
         }
-        if features.ca_dir {
+        if features.ca_dir && running.control_plane.is_none() {
             argv.extend(["--ca-dir".into(), state.join("ca").display().to_string()]);
         }
         match w.role {
@@ -591,7 +683,7 @@ async fn start(
             kind,
             exe,
             &argv,
-            &common_env,
+            &proxy_env,
             None,
         )?);
     }
@@ -814,6 +906,7 @@ async fn ready(plan: &Plan, running: &mut Running, i: usize) -> bool {
                 None => tokio::net::TcpStream::connect(app.listen).await.is_ok(),
             }
         }
+        ProcKind::ControlPlane => p.grpc.borrow().is_some(),
         ProcKind::StandIn => {
             let Some(s) = plan.standins.iter().find(|s| s.host == workload) else {
                 return true;
@@ -879,6 +972,7 @@ fn write_up_json(
         "input": input.display().to_string(),
         "manifests": mesh_file.display().to_string(),
         "pid": std::process::id(),
+        "control_plane": running.control_plane.map(|a| a.to_string()),
         "workloads": workloads,
         "standins": plan.standins.iter().map(|s| json!({
             "kind": s.kind.name(),
@@ -1021,12 +1115,20 @@ fn print_summary(
     }
     out.push_str(&format!(
         "\nmTLS between sidecars: {}\n",
-        if features.ca_dir {
+        if features.ca_dir || running.control_plane.is_some() {
             format!("on (local CA in {})", state.join("ca").display())
         } else {
             "not in this build (plain text between sidecars)".to_string()
         }
     ));
+    match running.control_plane {
+        Some(cp) => out.push_str(&format!(
+            "Control plane: {cp} (pushes every change of the manifests to the proxies)\n"
+        )),
+        None => out.push_str(
+            "Proxies: standalone (each compiles the manifests; `up` reloads them on changes)\n",
+        ),
+    }
 
     // Commands to try.
     if let Some((host, addr)) = first_http {
@@ -1054,6 +1156,11 @@ fn print_summary(
         out.push_str(&format!(
             "  # why a request goes where it goes (or is denied)\n  {trellis} explain -k {} GET http://{host}/api/orders\n",
             shell_quote(&input.display().to_string())
+        ));
+    }
+    if let Some(cp) = running.control_plane {
+        out.push_str(&format!(
+            "  # are all proxies in sync with the control plane?\n  {trellis} proxy-status --control-plane {cp}\n"
         ));
     }
     if let Some(w) = plan.workloads.iter().find(|w| w.role == Role::Sidecar) {
@@ -1357,12 +1464,13 @@ async fn reload(
         logger.info(&format!("✗ cannot write {}: {e}", mesh_file.display()));
         return;
     }
-    for p in running
-        .procs
-        .iter()
-        .filter(|p| matches!(p.kind, ProcKind::Gateway | ProcKind::Sidecar) && p.exited.is_none())
-    {
-        procs::signal(p.pid, libc::SIGHUP);
+    // Standalone proxies reload on SIGHUP; a control plane sees the file change and pushes.
+    if running.control_plane.is_none() {
+        for p in running.procs.iter().filter(|p| {
+            matches!(p.kind, ProcKind::Gateway | ProcKind::Sidecar) && p.exited.is_none()
+        }) {
+            procs::signal(p.pid, libc::SIGHUP);
+        }
     }
     *current = next;
     // Which proxies took it.

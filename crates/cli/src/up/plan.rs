@@ -28,6 +28,10 @@
 //!   Deployment's pod template) starts the app; `trellis` there means this binary. The app
 //!   gets `LISTEN_ADDR`, `PORT`, `HTTP_PROXY` (the sidecar's outbound HTTP proxy), the
 //!   realized Deployment's literal container `env`, and its readiness probe path is polled.
+//! - **JWKS**: a RequestAuthentication `jwksUri` naming a mesh Service that `up` runs is
+//!   pointed at that service's app (`http://127.0.0.1:<port>/...`) in the proxies' copy: the
+//!   proxy fetches keys with a plain HTTP client, which can neither resolve
+//!   `*.svc.cluster.local` here nor pass the service's STRICT mTLS sidecar.
 //! - **Stand-ins**: a `MESH_EXTERNAL` ServiceEntry port that is Redis (name `*redis*` or
 //!   6379) or PostgreSQL (`*postgres*`/`*sql*` or 5432) gets a local server when one is
 //!   installed; the entry's endpoints point at it in the proxies' copy.
@@ -790,6 +794,23 @@ pub fn plan(
     for r in resources {
         match &r.object {
             Object::WorkloadEntry(_) | Object::Deployment(_) => {}
+            Object::RequestAuthentication(ra) => {
+                let mut doc = r.raw.clone();
+                for (i, rule) in ra.jwt_rules.iter().enumerate() {
+                    let Some(uri) = &rule.jwks_uri else { continue };
+                    if let Some(local) = local_jwks_uri(uri, r.ns(), resources, &plan.workloads) {
+                        plan.notes.push(format!(
+                            "RequestAuthentication {} jwtRules[{i}]: keys fetched from {local} (the app behind {uri})",
+                            r.key()
+                        ));
+                        doc["spec"]["jwtRules"][i]["jwksUri"] = json!(local);
+                        if let Some(o) = doc["spec"]["jwtRules"][i].as_object_mut() {
+                            o.remove("jwks_uri");
+                        }
+                    }
+                }
+                rest.push(doc);
+            }
             Object::ServiceEntry(_) if se_rewrites.contains_key(&r.key()) => {
                 let mut doc = r.raw.clone();
                 let rewrites = &se_rewrites[&r.key()];
@@ -812,6 +833,77 @@ pub fn plan(
         ))
     });
     Ok(plan)
+}
+
+/// `http://<app>/<path>` for a `jwksUri` whose host is a Kubernetes Service (FQDN,
+/// `name.ns`, `name.ns.svc` or a short name in `ns`) served by a planned app.
+fn local_jwks_uri(
+    uri: &str,
+    ns: &str,
+    resources: &[Resource],
+    workloads: &[WorkloadPlan],
+) -> Option<String> {
+    let rest = uri.strip_prefix("http://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, 80),
+    };
+    let host = host.to_ascii_lowercase();
+    let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+    let (svc_name, svc_ns) = match parts.as_slice() {
+        [name] => (*name, ns),
+        [name, n] | [name, n, "svc"] | [name, n, "svc", "cluster", "local"] => (*name, *n),
+        _ => return None,
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    for r in resources {
+        let Object::Service(svc) = &r.object else {
+            continue;
+        };
+        if r.name != svc_name || r.ns() != svc_ns {
+            continue;
+        }
+        let spec = svc.spec.as_ref()?;
+        let selector: BTreeMap<String, String> = spec
+            .selector
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let sp = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.port == i32::from(port))?;
+        for w in workloads.iter().filter(|w| {
+            w.namespace == svc_ns && w.app.is_some() && contains_all(&w.labels, &selector)
+        }) {
+            let target = match &sp.target_port {
+                None => Some(port),
+                Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                Some(IntOrString::String(name)) => {
+                    w.ports.iter().find(|(n, ..)| n == name).map(|(_, p, _)| *p)
+                }
+            };
+            let by_name = w
+                .ports
+                .iter()
+                .find(|(n, ..)| sp.name.as_deref() == Some(n.as_str()));
+            let Some(local) = by_name
+                .or_else(|| w.ports.iter().find(|(_, p, _)| Some(*p) == target))
+                .map(|(_, p, l)| if w.role == Role::Sidecar { *l } else { *p })
+            else {
+                continue;
+            };
+            let app_ip = match w.role {
+                Role::Sidecar => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                _ => w.address,
+            };
+            return Some(format!("http://{}/{path}", SocketAddr::new(app_ip, local)));
+        }
+    }
+    None
 }
 
 /// Named target ports of the Services selecting `labels` in `ns` (`(name, number)`).
@@ -997,6 +1089,17 @@ mod tests {
             .find(|d| d["kind"] == "ServiceEntry" && d["metadata"]["name"] == "redis-memorystore")
             .unwrap();
         assert_eq!(redis["spec"]["endpoints"][0]["address"], "127.0.40.1");
+        // The gateway fetches the auth service's keys from its app.
+        let ra = plan
+            .documents
+            .iter()
+            .find(|d| d["kind"] == "RequestAuthentication")
+            .unwrap();
+        let auth_port = plan.workloads[3].ports[0].2;
+        assert_eq!(
+            ra["spec"]["jwtRules"][0]["jwksUri"],
+            format!("http://127.0.0.1:{auth_port}/.well-known/jwks.json")
+        );
 
         // A re-plan keeps every allocation.
         let again = super::plan(&resources, &options(), &mut keep, &mut alloc).unwrap();

@@ -20,8 +20,9 @@ pub enum ProcKind {
     Gateway,
     Sidecar,
     App,
-    /// Stopped last.
     StandIn,
+    /// Stopped last: proxies keep their config without it, but stop before it anyway.
+    ControlPlane,
 }
 
 impl ProcKind {
@@ -31,6 +32,7 @@ impl ProcKind {
             ProcKind::Sidecar => "proxy",
             ProcKind::App => "app",
             ProcKind::StandIn => "stand-in",
+            ProcKind::ControlPlane => "control-plane",
         }
     }
 }
@@ -156,6 +158,8 @@ pub struct Proc {
     pub child: Child,
     /// The admin address a proxy logs once it is up (`admin listening on ...`).
     pub admin: watch::Receiver<Option<SocketAddr>>,
+    /// The gRPC address a control plane logs once it is ready (`... gRPC on ...`).
+    pub grpc: watch::Receiver<Option<SocketAddr>>,
     pub exited: Option<ExitStatus>,
 }
 
@@ -193,18 +197,22 @@ pub fn spawn(
     })?;
     let pid = child.id().unwrap_or(0);
     let (admin_tx, admin) = watch::channel(None);
-    let admin_tx = Arc::new(admin_tx);
+    let (grpc_tx, grpc) = watch::channel(None);
+    let found = Arc::new(Found {
+        admin: admin_tx,
+        grpc: grpc_tx,
+    });
     if let Some(out) = child.stdout.take() {
         pump(
             logger.clone(),
             workload.to_string(),
             kind,
             out,
-            admin_tx.clone(),
+            found.clone(),
         );
     }
     if let Some(err) = child.stderr.take() {
-        pump(logger.clone(), workload.to_string(), kind, err, admin_tx);
+        pump(logger.clone(), workload.to_string(), kind, err, found);
     }
     Ok(Proc {
         workload: workload.to_string(),
@@ -212,8 +220,24 @@ pub fn spawn(
         pid,
         child,
         admin,
+        grpc,
         exited: None,
     })
+}
+
+/// Addresses a child announces in its log.
+struct Found {
+    admin: watch::Sender<Option<SocketAddr>>,
+    grpc: watch::Sender<Option<SocketAddr>>,
+}
+
+/// The address right after `marker` in `line`.
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = line.split(marker).nth(1)?;
+    rest.split(|c: char| c.is_whitespace() || c == ',')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
@@ -221,15 +245,16 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     workload: String,
     kind: ProcKind,
     stream: R,
-    admin: Arc<watch::Sender<Option<SocketAddr>>>,
+    found: Arc<Found>,
 ) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("admin listening on ").nth(1) {
-                if let Ok(a) = rest.trim().parse::<SocketAddr>() {
-                    let _ = admin.send(Some(a));
-                }
+            if let Some(a) = address_after(&line, "admin listening on ") {
+                let _ = found.admin.send(Some(a));
+            }
+            if let Some(a) = address_after(&line, "gRPC on ") {
+                let _ = found.grpc.send(Some(a));
             }
             logger.line(&workload, kind, &line);
         }
@@ -291,5 +316,23 @@ pub async fn stop_all(procs: &mut [Proc], grace: Duration) {
     }
     for p in procs.iter() {
         signal_group(p.pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn announced_addresses() {
+        let l = "2026-01-01T00:00:00Z  INFO trellis::control_plane: control plane cp-1 ready: gRPC on 127.0.0.1:4000, metrics on 127.0.0.1:4001";
+        assert_eq!(
+            super::address_after(l, "gRPC on "),
+            Some("127.0.0.1:4000".parse().unwrap())
+        );
+        let l = "INFO trellis::proxy: admin listening on 127.0.0.1:15000";
+        assert_eq!(
+            super::address_after(l, "admin listening on "),
+            Some("127.0.0.1:15000".parse().unwrap())
+        );
+        assert_eq!(super::address_after("nothing", "gRPC on "), None);
     }
 }

@@ -185,6 +185,16 @@ fn load(input: &Path) -> anyhow::Result<Loaded> {
     })
 }
 
+/// The binary children run: this very one. On Linux `/proc/<pid>/exe` names it even when
+/// its path is replaced while `up` runs (a rebuild), so every child runs the same build.
+fn child_exe() -> anyhow::Result<PathBuf> {
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("cannot find the trellis binary")
+}
+
 /// `PATH` lookup.
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -213,6 +223,12 @@ fn find_postgres() -> Option<PathBuf> {
 
 /// How to write this binary in commands a user pastes: `trellis` when that is on PATH.
 fn display_exe(exe: &Path) -> String {
+    let exe = &std::fs::read_link(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let exe = &PathBuf::from(
+        exe.to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+    );
     match which("trellis").and_then(|p| std::fs::canonicalize(p).ok()) {
         Some(p) if std::fs::canonicalize(exe).ok().as_deref() == Some(p.as_path()) => {
             "trellis".to_string()
@@ -380,7 +396,7 @@ struct Running {
 async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let input = resolve_input(args.path.as_deref(), args.overlay.as_deref())?;
-    let exe = std::env::current_exe().context("cannot find the trellis binary")?;
+    let exe = child_exe()?;
     let state = std::path::absolute(&args.state_dir).unwrap_or(args.state_dir.clone());
     let pid_file = lock_state_dir(&state)?;
 

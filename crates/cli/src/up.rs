@@ -82,7 +82,7 @@ pub struct UpArgs {
 
     /// Run standalone proxies (each compiles the manifests itself) even when this build has a
     /// control plane.
-    #[arg(long = "no-control-plane")]
+    #[arg(long = "no-control-plane", env = "TRELLIS_UP_NO_CONTROL_PLANE")]
     pub no_control_plane: bool,
 
     /// How long to wait for everything to be ready.

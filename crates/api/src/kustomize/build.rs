@@ -347,7 +347,7 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
                 }
             };
             // Metadata: labels and annotations merged, name, namespace and build bookkeeping
-            // from the old object.
+            // (previous names, prefixes, suffixes) from the old object.
             let mut labels = old.labels();
             for (k, v) in new.labels() {
                 labels.retain(|(lk, _)| *lk != k);
@@ -366,7 +366,8 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
             new.prefixes = old.prefixes.clone();
             new.suffixes = old.suffixes.clone();
             new.behavior = old.behavior;
-            new.needs_hash = old.needs_hash;
+            // kustomize v5.5 hashes the result only when both generators want a hash.
+            new.needs_hash = old.needs_hash && new.needs_hash;
             if merge {
                 for field in ["data", "binaryData"] {
                     let mut merged = super::util::string_map(&old.value, &[field]);

@@ -455,8 +455,20 @@ fn is_sm_patch(v: &Value) -> bool {
         && super::util::get_str(v, &["metadata", "name"]).is_some_and(|n| !n.is_empty())
 }
 
-fn json_ops(v: &Value, at: &Location) -> R<json_patch::Patch> {
-    serde_json::from_value::<json_patch::Patch>(v.clone())
+/// JSON 6902 operations. Unless the text is JSON (starts with `[`), kustomize converts it from
+/// YAML 1.1, where `yes`, `on`, `010` and the like are not strings.
+fn json_ops(v: &Value, text: &str, at: &Location) -> R<json_patch::Patch> {
+    let mut v = v.clone();
+    if !text.starts_with('[') {
+        if let [plain] = super::styles::plain_scalars(text).as_slice() {
+            for (p, t) in plain {
+                if let (Some(x), Some(slot)) = (super::styles::yaml11(t), v.pointer_mut(p)) {
+                    *slot = x;
+                }
+            }
+        }
+    }
+    serde_json::from_value::<json_patch::Patch>(v)
         .map_err(|e| KustomizeError::invalid(at.clone(), format!("invalid JSON 6902 patch: {e}")))
 }
 
@@ -471,7 +483,7 @@ fn load_patch(root: &Root, e: &Entry<PatchArgs>) -> R<Patch> {
         docs.first().map(|d| d.location.clone()).unwrap_or(loc)
     };
     let body = match docs.as_slice() {
-        [d] if d.value.is_array() => PatchBody::Json(json_ops(&d.value, &location)?),
+        [d] if d.value.is_array() => PatchBody::Json(json_ops(&d.value, &text, &location)?),
         [d] if is_sm_patch(&d.value) => PatchBody::Strategic {
             value: d.value.clone(),
             allow_name_change: e.value.allow_name_change,
@@ -550,7 +562,7 @@ fn load_json6902(root: &Root, e: &Entry<PatchArgs>) -> R<(json_patch::Patch, Loc
     let location = if inline { e.location.clone() } else { loc };
     match docs.as_slice() {
         [d] if d.value.is_array() => {
-            let ops = json_ops(&d.value, &location)?;
+            let ops = json_ops(&d.value, &text, &location)?;
             if ops.0.is_empty() {
                 return Err(KustomizeError::invalid(
                     location,

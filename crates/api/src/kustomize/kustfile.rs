@@ -430,7 +430,7 @@ pub fn load(display_dir: &Path, real_dir: &Path) -> R<Kustomization> {
             })
         }
     };
-    let file = display_dir.join(name);
+    let file = super::util::join_clean(display_dir, name);
     let bytes = std::fs::read(real_dir.join(name)).map_err(|e| KustomizeError::io(&file, e))?;
     let text = String::from_utf8(bytes).map_err(|_| KustomizeError::io(&file, "not UTF-8 text"))?;
     let docs = parse_documents(&file.display().to_string(), &text)?;

@@ -145,6 +145,7 @@ pub(crate) fn workload_entries<'a>(resources: &'a [Resource], out: &mut Vec<Work
                     .iter()
                     .map(|(n, p)| (*p as i32, n.clone()))
                     .collect(),
+                node_name: None,
             });
         }
     }

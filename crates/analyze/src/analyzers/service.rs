@@ -50,10 +50,17 @@ pub fn port_protocol(port: &ServicePort) -> Option<&'static str> {
 pub fn port_names(cx: &mut Context) {
     let mut hits = Vec::new();
     for svc in &cx.services {
-        // Istio's own Services (gateways: label `istio`) carry ports like `status-port`.
+        // Istio's own Services (gateways: label `istio`, `release: istio`, managed gateways and
+        // waypoints) carry ports like `status-port`.
         if is_system_namespace(svc.namespace)
             || svc.type_ == "ExternalName"
             || svc.resource.labels.contains_key("istio")
+            || svc
+                .resource
+                .labels
+                .get("release")
+                .is_some_and(|v| v == "istio")
+            || svc.resource.labels.contains_key("gateway.istio.io/managed")
         {
             continue;
         }

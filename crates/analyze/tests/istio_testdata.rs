@@ -30,6 +30,9 @@ struct Case {
     trellis: Option<&'static [(&'static str, &'static str)]>,
     /// Why Trellis differs (required with `trellis`).
     why: &'static str,
+    /// Message texts (prefixes) of other analyzers that share a code with the one under test:
+    /// Istio's case runs one analyzer, Trellis runs all, so these are left out.
+    other: &'static [&'static str],
 }
 
 const fn case(
@@ -46,12 +49,18 @@ const fn case(
         istio,
         trellis: None,
         why: "",
+        other: &[],
     }
 }
 
 impl Case {
     const fn mesh(mut self, file: &'static str) -> Self {
         self.mesh = Some(file);
+        self
+    }
+
+    const fn other(mut self, texts: &'static [&'static str]) -> Self {
+        self.other = texts;
         self
     }
 
@@ -115,6 +124,7 @@ fn run(c: &Case) -> BTreeSet<(String, String)> {
     analyze(&set, &mesh)
         .iter()
         .filter(|m| c.codes.contains(&m.kind.code))
+        .filter(|m| !c.other.iter().any(|t| m.text.starts_with(t)))
         .map(|m| {
             let origin = m
                 .resource
@@ -133,6 +143,10 @@ fn set_of(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
 }
 
 const IST0101: &str = "IST0101";
+/// IST0101 texts of virtualservice.DestinationHostAnalyzer and DestinationRuleAnalyzer.
+const HOST: &str = "Referenced host not found";
+const MIRROR_HOST: &str = "Referenced mirror host not found";
+const SUBSET: &str = "Referenced host+subset in destinationrule not found";
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
@@ -250,14 +264,14 @@ const CASES: &[Case] = &[
         ("IST0112", "VirtualService default/reviews-2port-missing"),
         (IST0101, "VirtualService istio-system/cross-namespace-details"),
         (IST0101, "VirtualService hello/hello-export-to-bogus"),
-    ]),
+    ]).other(&[SUBSET]),
     case("Route Rule no effect on Ingress", &["virtualservice_route_rule_no_effects_ingress.yaml"], &[IST0101, "IST0112", "IST0140"],
         &[("IST0140", "VirtualService default/testing-service-01-test-01")]),
     // --- virtualservice.DestinationRuleAnalyzer (IST0101)
     case("virtualServiceDestinationRules", &["virtualservice_destinationrules.yaml"], &[IST0101], &[
         (IST0101, "VirtualService default/reviews-bogussubset"),
         (IST0101, "VirtualService default/reviews-mirror-bogussubset"),
-    ]),
+    ]).other(&[HOST, MIRROR_HOST]),
     // --- virtualservice.GatewayAnalyzer (IST0101, IST0132)
     case("virtualServiceGateways", &["virtualservice_gateways.yaml"], &[IST0101, "IST0132"], &[
         (IST0101, "VirtualService httpbin-bogus"),
@@ -270,9 +284,9 @@ const CASES: &[Case] = &[
         ("IST0132", "VirtualService default/testing-service-02-test-02"),
         ("IST0132", "VirtualService default/testing-service-02-test-03"),
         ("IST0132", "VirtualService default/testing-service-03-test-04"),
-    ]),
+    ]).other(&[HOST]),
     case("host defined in virtualservice not found in the gateway with ns", &["virtualservice_host_not_found_gateway_with_ns_prefix.yaml"], &[IST0101, "IST0132"],
-        &[("IST0132", "VirtualService default/testing-service-01-test-01")]),
+        &[("IST0132", "VirtualService default/testing-service-01-test-01")]).other(&[HOST]),
     // --- virtualservice.JWTClaimRouteAnalyzer (IST0149)
     case("virtualServiceJWTClaimRoute", &["virtualservice_jwtclaimroute.yaml"], &["IST0149"],
         &[("IST0149", "VirtualService foo")]),
@@ -338,7 +352,27 @@ const CASES: &[Case] = &[
         ("IST0131", "VirtualService overlapping-in-single-match"),
         ("IST0131", "VirtualService overlapping-in-two-matches"),
         ("IST0131", "VirtualService overlapping-mathes-with-different-methods"),
-    ]),
+    ]).differs(&[
+        ("IST0130", "VirtualService duplicate-match"),
+        ("IST0130", "VirtualService foo/sample-foo-cluster01"),
+        ("IST0131", "VirtualService almost-duplicate-match"),
+        ("IST0131", "VirtualService duplicate-match"),
+        ("IST0130", "VirtualService duplicate-tcp-match"),
+        ("IST0130", "VirtualService duplicate-empty-tcp"),
+        ("IST0131", "VirtualService almost-duplicate-tcp-match"),
+        ("IST0131", "VirtualService duplicate-tcp-match"),
+        ("IST0130", "VirtualService none/tls-routing"),
+        ("IST0131", "VirtualService none/tls-routing-almostmatch"),
+        ("IST0131", "VirtualService none/tls-routing"),
+        ("IST0131", "VirtualService non-method-get"),
+        ("IST0131", "VirtualService overlapping-in-single-match"),
+        ("IST0131", "VirtualService overlapping-in-two-matches"),
+        ("IST0131", "VirtualService overlapping-mathes-with-different-methods"),
+        ("IST0130", "VirtualService default/many-dups-case"),
+        ("IST0131", "VirtualService default/many-dups-case"),
+    ], "the stored upstream copy of virtualservice_dupmatches.yaml also holds many-dups-case, \
+        whose rules repeat earlier matches exactly; the expectation list is from a version \
+        without it. Trellis reports it like the other exact duplicates (duplicate-match)."),
     // --- serviceentry.ProtocolAddressesAnalyzer (IST0134)
     case("missing Addresses and Protocol in Service Entry", &["serviceentry-missing-addresses-protocol.yaml"], &["IST0134"], &[
         ("IST0134", "ServiceEntry default/service-entry-test-03"),
@@ -403,9 +437,52 @@ fn istio_analyzer_testdata() {
 /// Every fixture loads: no errors beyond the documented schema findings, unknown kinds skipped.
 #[test]
 fn istio_testdata_loads() {
-    // Files whose documents Trellis rejects, with why (Istio rejects them too, or Kubernetes
-    // would).
-    let expected_errors: &[(&str, &str)] = &[];
+    // Schema errors Trellis reports on these files. Istio's analyzer tests run one analyzer
+    // each, not the schema analyzer; `istioctl analyze` (and Istio's validation webhook) rejects
+    // all of these too, except the unnamed ports, which the Kubernetes API server rejects.
+    let expected_errors: &[(&str, &str)] = &[
+        // Istio: "hosts must be FQDN if no endpoints are provided for resolution mode DNS".
+        ("authorizationpolicies.yaml", "cannot be resolved by DNS"),
+        // Meant to be invalid upstream: a ServiceEntry without hosts.
+        (
+            "condition-analyzer.yaml",
+            "a ServiceEntry needs at least one host",
+        ),
+        ("conflicting-gateways-invalid-port.yaml", "port is required"),
+        (
+            "conflicting-gateways-multiple-ports.yaml",
+            "duplicate port name",
+        ),
+        (
+            "virtualservice_host_not_found_gateway.yaml",
+            "duplicate port name",
+        ),
+        (
+            "gateway-no-workload.yaml",
+            "a Gateway needs at least one server",
+        ),
+        (
+            "virtualservice_gateways.yaml",
+            "a Gateway needs at least one server",
+        ),
+        ("gateway-secrets.yaml", "SIMPLE TLS requires a"),
+        // Kubernetes: "spec.ports[0].name: Required value" with more than one port.
+        ("service-no-port-name.yaml", "ports must be named"),
+        // Istio: "sidecar: empty configuration provided".
+        ("sidecar-default-selector.yaml", "empty Sidecar"),
+        (
+            "virtualservice_destinationhosts.yaml",
+            "host \"*\" is not allowed in a ServiceEntry",
+        ),
+        (
+            "virtualservice_gateways.yaml",
+            "needs at least one of http, tls or tcp routes",
+        ),
+        (
+            "virtualservice_gateways.yaml",
+            "is not allowed for a VirtualService bound to the mesh",
+        ),
+    ];
     let mut failures = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
         .unwrap()

@@ -157,7 +157,7 @@ pub fn ingress_subset_routing(cx: &mut Context) {
             .flat_map(|h| h.route.iter())
             .filter_map(|d| d.destination.as_ref())
             .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()))
-            .filter(|d| vs.hosts.iter().any(|h| *h == d.host))
+            .filter(|d| vs.hosts.contains(&d.host))
             .map(|d| d.host.as_str())
             .collect();
         if !hosts.is_empty() {
@@ -286,7 +286,8 @@ fn visibility(vs: &VirtualService, own: &str) -> Option<Vec<String>> {
 /// IST0109: two VirtualServices bound to the mesh gateway, visible in a common namespace, claim
 /// overlapping hosts (wildcards included).
 pub fn conflicting_mesh_hosts(cx: &mut Context) {
-    let mesh: Vec<(&Resource, Vec<String>, Option<Vec<String>>)> = virtual_services(cx)
+    type MeshVs<'a> = (&'a Resource, Vec<String>, Option<Vec<String>>);
+    let mesh: Vec<MeshVs> = virtual_services(cx)
         .into_iter()
         .filter(|(_, vs)| vs.gateways_or_mesh().contains(&"mesh") && !vs.is_delegate())
         .map(|(r, vs)| {

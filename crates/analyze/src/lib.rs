@@ -57,11 +57,19 @@ pub fn analyze(set: &ResourceSet, mesh: &MeshConfig) -> Vec<Message> {
     let mut cx = Context::new(resources, mesh);
     cx.add_nodes(&set.unrecognized);
     analyzers::run_all(&mut cx);
-    out.extend(cx.into_messages());
+    // Never report on the assumed default resources themselves.
+    out.extend(cx.into_messages().into_iter().filter(|m| {
+        m.location
+            .as_ref()
+            .is_none_or(|l| &*l.file != DEFAULT_RESOURCES_FILE)
+    }));
     sort_messages(&mut out);
     out.dedup();
     out
 }
+
+/// The pseudo file name of `default_resources`.
+const DEFAULT_RESOURCES_FILE: &str = "<default ingress gateway>";
 
 /// The resources istioctl adds for files-only analysis: the `istio=ingressgateway` pod and the
 /// ingress Service (ports 80, 443, 31400, 15443) in the Istio namespace.
@@ -100,7 +108,7 @@ spec:
     );
     let mut set = ResourceSet::default();
     set.add_text(
-        "<default ingress gateway>",
+        DEFAULT_RESOURCES_FILE,
         &text,
         &trellis_api::load::LoadOptions::default(),
     );
@@ -109,7 +117,7 @@ spec:
 
 /// Whether a resource is one of `default_resources` (never reported on).
 pub fn is_default_resource(r: &trellis_api::Resource) -> bool {
-    &*r.origin.location.file == "<default ingress gateway>"
+    &*r.origin.location.file == DEFAULT_RESOURCES_FILE
 }
 
 fn dedupe_last_wins(resources: &[trellis_api::Resource]) -> Option<Vec<trellis_api::Resource>> {

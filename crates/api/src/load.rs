@@ -52,6 +52,10 @@ impl ResourceSet {
     /// Adds documents read from one source.
     pub fn add_documents(&mut self, docs: &[Document], opts: &LoadOptions) {
         for doc in docs {
+            if let Some(items) = list_items(doc) {
+                self.add_documents(&items, opts);
+                continue;
+            }
             match Resource::from_document(doc, &opts.default_namespace) {
                 Ok(Parsed::Resource(r)) => {
                     self.diagnostics
@@ -166,6 +170,31 @@ impl ResourceSet {
     }
 }
 
+/// The items of a `v1 List` (`kind: List`, or `*List` with `items`, as kubectl accepts), each
+/// as a document located where it is listed; `None` for any other document.
+fn list_items(doc: &Document) -> Option<Vec<Document>> {
+    let map = doc.value.as_object()?;
+    let kind = map.get("kind")?.as_str()?;
+    let items = map.get("items")?.as_array()?;
+    if !kind.ends_with("List") || map.get("apiVersion").and_then(|v| v.as_str()) != Some("v1") {
+        return None;
+    }
+    Some(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let p = format!("/items/{i}");
+                Document {
+                    value: item.clone(),
+                    spans: std::sync::Arc::new(kustomize::respan(&doc.spans, &p, item)),
+                    location: doc.spans.locate(&p).unwrap_or_else(|| doc.location.clone()),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// `.yaml`, `.yml` and `.json` files are config.
 pub fn is_config_file(p: &Path) -> bool {
     matches!(
@@ -209,6 +238,20 @@ mod tests {
         assert_eq!(set.diagnostics.len(), 1);
         let loc = set.diagnostics[0].location.as_ref().unwrap();
         assert!(loc.file.ends_with("sub/bad.yaml"), "{loc}");
+    }
+
+    #[test]
+    fn v1_list_items_are_resources() {
+        let mut set = ResourceSet::default();
+        set.add_text(
+            "l.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: b}\n",
+            &LoadOptions::default(),
+        );
+        let names: Vec<_> = set.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(set.resources[1].origin.location.line, 7);
+        assert!(set.unrecognized.is_empty() && set.diagnostics.is_empty());
     }
 
     #[test]

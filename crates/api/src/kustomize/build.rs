@@ -225,7 +225,7 @@ fn accumulate_components(
 }
 
 /// Spans of `item`, taken from the spans of the document it was listed in at `prefix`.
-fn respan(spans: &SpanMap, prefix: &str, item: &Value) -> SpanMap {
+pub(crate) fn respan(spans: &SpanMap, prefix: &str, item: &Value) -> SpanMap {
     let mut out = SpanMap::new(spans.file().clone());
     fn walk(v: &Value, p: &str, prefix: &str, from: &SpanMap, out: &mut SpanMap) {
         if let Some(l) = from.locate(&format!("{prefix}{p}")) {

@@ -16,6 +16,7 @@
 //! charts, `vars`, `crds`, `openapi`, `buildMetadata`, generator/transformer/validator plugins.
 
 mod build;
+pub(crate) use build::respan;
 mod config;
 mod error;
 mod fieldspec;

@@ -47,6 +47,7 @@ pub fn base_config() -> ProxyConfig {
         clusters: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        security: Default::default(),
     }
 }
 

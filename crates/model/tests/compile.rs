@@ -1770,18 +1770,20 @@ spec:
   rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
 "#;
     let res = load(yaml);
-    let mut mesh = MeshConfig::default();
-    mesh.extension_providers = serde_json::from_value(serde_json::json!([{
-        "name": "my-authz",
-        "envoyExtAuthzHttp": {
-            "service": "authz.authz.svc.cluster.local",
-            "port": 9000,
-            "pathPrefix": "/check",
-            "headersToUpstreamOnAllow": ["X-User"],
-            "includeRequestHeadersInCheck": ["Authorization", "cookie"]
-        }
-    }]))
-    .unwrap();
+    let mesh = MeshConfig {
+        extension_providers: serde_json::from_value(serde_json::json!([{
+            "name": "my-authz",
+            "envoyExtAuthzHttp": {
+                "service": "authz.authz.svc.cluster.local",
+                "port": 9000,
+                "pathPrefix": "/check",
+                "headersToUpstreamOnAllow": ["X-User"],
+                "includeRequestHeadersInCheck": ["Authorization", "cookie"]
+            }
+        }]))
+        .unwrap(),
+        ..MeshConfig::default()
+    };
     let c = compile_with(&res, &mesh, "app/web");
     let p = &c.security.ext_authz["my-authz"];
     assert_eq!(p.cluster, "outbound|9000||authz.authz.svc.cluster.local");

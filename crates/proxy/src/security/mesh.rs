@@ -22,8 +22,10 @@ use rustls::{ClientConfig, ServerConfig};
 use trellis_identity::tls::{client_config_with_verifier, SpiffeServerVerifier};
 use trellis_identity::{
     server_config, CertificateAuthority, ClientAuth, IdentityManager, LocalIssuer, RotationHandle,
-    RotationOptions, SpiffeId,
+    SpiffeId,
 };
+
+pub use trellis_identity::RotationOptions;
 
 use crate::tls::DEFAULT_HTTP_ALPN;
 use crate::upstream::connect::{Alpn, MeshTlsProvider};

@@ -19,8 +19,8 @@ use trellis_proxy::reload::{ConfigLoader, ManifestSource, ReloadOptions, Reloade
 use trellis_proxy::runtime::LogControl;
 use trellis_proxy::security::mesh::RotationOptions;
 use trellis_proxy::security::MeshIdentity;
-use trellis_proxy::upstream::connect::MeshTlsProvider as _;
 use trellis_proxy::tls::SecretFiles;
+use trellis_proxy::upstream::connect::MeshTlsProvider as _;
 use trellis_proxy::{ProxyRuntime, RuntimeOptions};
 
 #[derive(clap::Args, Debug)]

@@ -130,7 +130,10 @@ async fn app_health(probe: &str, proxy: &RunningProxy) -> Response<Full<Bytes>> 
         }
         Err(_) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("probe {probe:?} to {addr}{}: timed out after {:?}\n", p.path, p.timeout),
+            format!(
+                "probe {probe:?} to {addr}{}: timed out after {:?}\n",
+                p.path, p.timeout
+            ),
         ),
     }
 }

@@ -475,3 +475,126 @@ async fn app_probes_work_under_strict_through_the_status_port() {
     assert_eq!(status, 0);
     b.shutdown(Duration::from_secs(1)).await;
 }
+
+/// AuthorizationPolicy on B judges the mTLS peer identity; policies selecting A do not touch
+/// A's own outbound calls (sidecars enforce on inbound traffic only).
+#[tokio::test]
+async fn sidecar_authorization_uses_the_peer_identity_on_inbound_only() {
+    let mesh = Mesh::new();
+    let app = app().await;
+    let port = app.http.addr.port();
+    let policies = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-a, namespace: apps}
+spec:
+  selector: {matchLabels: {app: b}}
+  rules:
+    - from: [{source: {principals: ["cluster.local/ns/apps/sa/a"]}}]
+      to: [{operation: {methods: [GET]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a-accepts-nothing, namespace: apps}
+spec:
+  selector: {matchLabels: {app: a}}
+  action: DENY
+  rules: [{}]
+"#;
+    let res = load(&(manifests("STRICT", port, app.metrics.addr.port()) + policies));
+    let b = start_b(&res, port, Some(mesh.identity("b").await));
+    let (a, a_out, _) = start_a(&res, Some(mesh.identity("a").await));
+    let (status, body) = get(a_out, B_HOST, "/from-a", &[]).await;
+    assert_eq!(
+        status, 200,
+        "A's outbound is not judged by A's policies: {body}"
+    );
+    let raw = format!(
+        "POST /from-a HTTP/1.1\r\nHost: {B_HOST}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, text) = raw_http(a_out, &raw).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.ends_with("RBAC: access denied"));
+
+    // Another identity of the same mesh: denied, and the log names the policy.
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, k) = client_cert(&mesh.ca(), "intruder", tmp.path());
+    let (out, err) = s_client(SocketAddr::from(([127, 0, 0, 2], port)), Some((&c, &k))).await;
+    assert!(out.contains("HTTP/1.1 403"), "{out}\n{err}");
+    let line = wait_log(&["\"GET /via-openssl HTTP/1.1\" 403 RBAC"]).await;
+    assert!(
+        line[0].contains("denied: no ALLOW policy matched (apps/only-a)"),
+        "{line:?}"
+    );
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The ingress gateway calls a STRICT workload with Istio mTLS when the DestinationRule says
+/// ISTIO_MUTUAL (Alphintra's service-gateway), with its own mesh identity.
+#[tokio::test]
+async fn gateway_calls_a_strict_workload_over_istio_mutual() {
+    let mesh = Mesh::new();
+    let app = app().await;
+    let port = app.http.addr.port();
+    let gateway = r#"
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress, namespace: istio-system, labels: {istio: ingressgateway}}
+spec: {serviceAccountName: ingressgateway, containers: [{name: istio-proxy, image: trellis}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: istio-system}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http: [{route: [{destination: {host: b.apps.svc.cluster.local, port: {number: 8080}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: apps}
+spec:
+  host: b.apps.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+"#;
+    let res = load(&(manifests("STRICT", port, app.metrics.addr.port()) + gateway));
+    let b = start_b(&res, port, Some(mesh.identity("b").await));
+    let gw_id = MeshIdentity::from_local_ca(
+        mesh.path(),
+        TD,
+        "istio-system",
+        "ingressgateway",
+        Duration::ZERO,
+        RotationOptions::default(),
+    )
+    .await
+    .unwrap();
+    let gw = start(
+        compile_for(&res, &MeshConfig::default(), "istio-system/ingress"),
+        Start {
+            mesh: Some(gw_id),
+            ..Start::default()
+        },
+    );
+    let addr = gw.listener_addr("0.0.0.0_80").unwrap();
+    let (status, body) = get(addr, "shop.example.com", "/via-gateway", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        echo(&body, "h:x-forwarded-client-cert")
+            .unwrap()
+            .ends_with(";URI=spiffe://cluster.local/ns/istio-system/sa/ingressgateway"),
+        "{body}"
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}

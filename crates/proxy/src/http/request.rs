@@ -125,7 +125,10 @@ pub async fn handle(
     }
 
     // 4. JWT authentication
-    let jwt_identity = if security.jwt.is_empty() {
+    // Sidecars enforce RequestAuthentication and AuthorizationPolicy on inbound traffic only
+    // (their own outbound calls are the destination's business); gateways on everything.
+    let enforce = sec::enforces_policies(&config, &conn);
+    let jwt_identity = if !enforce || security.jwt.is_empty() {
         None
     } else {
         let audiences: Vec<&str> = config
@@ -164,10 +167,16 @@ pub async fn handle(
 
     // 5. authorization
     let mut ext_response_headers = Vec::new();
-    if !config.security.authz.is_empty() {
+    if enforce && !config.security.authz.is_empty() {
         let req = sec::authz_request(&conn, &parts, &authority, jwt_identity.as_deref());
         let decision = config.security.authz.evaluate(&req);
-        let text = decision.to_string();
+        // Formatted for the access log only when it is written (allowed requests).
+        let text = if decision.allowed && !tracing::enabled!(target: "access", tracing::Level::INFO)
+        {
+            String::new()
+        } else {
+            decision.to_string()
+        };
         match decision.outcome() {
             Outcome::Deny => {
                 tracing::info!(
@@ -190,8 +199,10 @@ pub async fn handle(
                 );
             }
             Outcome::Allow => {
-                tracing::debug!(target: "trellis::authz", listener = %conn.listener, "{} {}: {text}", parts.method, req.path);
-                log.authz = Some(text);
+                tracing::debug!(target: "trellis::authz", listener = %conn.listener, "{} {}: {decision}", parts.method, req.path);
+                if !text.is_empty() {
+                    log.authz = Some(text);
+                }
             }
             Outcome::Custom { provider, .. } => {
                 let Some(p) = config.security.ext_authz.get(provider) else {
@@ -219,7 +230,9 @@ pub async fn handle(
                             parts.headers.insert(k, v);
                         }
                         ext_response_headers = downstream;
-                        log.authz = Some(text);
+                        if !text.is_empty() {
+                            log.authz = Some(text);
+                        }
                     }
                     ExtAuthz::Deny(resp, why) => {
                         tracing::info!(

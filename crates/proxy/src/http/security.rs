@@ -20,9 +20,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use trellis_model::authz::AuthzRequest;
-use trellis_model::config::ProxyConfig;
+use trellis_model::config::{ProxyConfig, ProxyKind};
 use trellis_model::normalize::{normalize_path_with, PathError, PathOptions};
-use trellis_model::security::ExtAuthzProvider;
+use trellis_model::security::{ExtAuthzProvider, VIRTUAL_INBOUND};
 
 use crate::http::body::{self, Body};
 use crate::http::headers;
@@ -65,6 +65,12 @@ pub fn forwarded_client_cert(headers: &mut HeaderMap, conn: &ConnectionInfo, own
     if let Ok(v) = HeaderValue::from_str(&v) {
         headers.insert(XFCC, v);
     }
+}
+
+/// Whether requests on `conn` go through JWT authentication and authorization: everything on
+/// a gateway, inbound traffic (`virtualInbound`) on a sidecar.
+pub fn enforces_policies(config: &ProxyConfig, conn: &ConnectionInfo) -> bool {
+    config.node.kind == ProxyKind::Gateway || *conn.listener == *VIRTUAL_INBOUND
 }
 
 /// What authorization looks at for one HTTP request.

@@ -69,6 +69,11 @@ async fn app() -> App {
 }
 
 fn manifests(mode: &str, http: u16, metrics: u16) -> String {
+    manifests_named(mode, http, metrics, "http")
+}
+
+/// `name` is the name of the app's main port (its protocol: `http`, `http2`, `grpc`, ...).
+fn manifests_named(mode: &str, http: u16, metrics: u16, name: &str) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -79,9 +84,9 @@ spec:
   containers:
     - name: app
       image: echo
-      ports: [{{name: http, containerPort: {http}}}, {{name: http-metrics, containerPort: {metrics}}}]
+      ports: [{{name: {name}, containerPort: {http}}}, {{name: http-metrics, containerPort: {metrics}}}]
       readinessProbe: {{httpGet: {{path: /ready, port: {http}}}}}
-      livenessProbe: {{httpGet: {{path: /live-fail, port: http}}}}
+      livenessProbe: {{httpGet: {{path: /live-fail, port: {name}}}}}
 status: {{podIP: 127.0.0.2}}
 ---
 apiVersion: v1
@@ -89,7 +94,7 @@ kind: Service
 metadata: {{name: b, namespace: apps}}
 spec:
   selector: {{app: b}}
-  ports: [{{name: http, port: 8080, targetPort: {http}}}, {{name: http-metrics, port: 9090, targetPort: {metrics}}}]
+  ports: [{{name: {name}, port: 8080, targetPort: {http}}}, {{name: http-metrics, port: 9090, targetPort: {metrics}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -596,5 +601,29 @@ spec:
         "{body}"
     );
     gw.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}
+
+/// An HTTP/2 service: A negotiates `h2` with B over mTLS (ALPN), B speaks h2 to the app.
+#[tokio::test]
+async fn http2_over_mesh_mtls() {
+    let mesh = Mesh::new();
+    let app = app().await;
+    let port = app.http.addr.port();
+    let res = load(&manifests_named(
+        "STRICT",
+        port,
+        app.metrics.addr.port(),
+        "http2",
+    ));
+    let b = start_b(&res, port, Some(mesh.identity("b").await));
+    let (a, a_out, _) = start_a(&res, Some(mesh.identity("a").await));
+    let (status, body) = get(a_out, B_HOST, "/h2", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echo(&body, "version").as_deref(), Some("HTTP/2.0"));
+    assert!(echo(&body, "h:x-forwarded-client-cert")
+        .unwrap()
+        .ends_with(";URI=spiffe://cluster.local/ns/apps/sa/a"));
+    a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;
 }

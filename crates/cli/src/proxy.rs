@@ -17,7 +17,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, Layer as _};
 use trellis_proxy::reload::{ConfigLoader, ManifestSource, ReloadOptions, Reloader};
 use trellis_proxy::runtime::LogControl;
+use trellis_proxy::security::mesh::RotationOptions;
+use trellis_proxy::security::MeshIdentity;
 use trellis_proxy::tls::SecretFiles;
+use trellis_proxy::upstream::connect::MeshTlsProvider as _;
 use trellis_proxy::{ProxyRuntime, RuntimeOptions};
 
 #[derive(clap::Args, Debug)]
@@ -88,6 +91,22 @@ pub struct ProxyArgs {
     /// Do not watch the inputs for changes (SIGHUP still reloads).
     #[arg(long = "no-watch")]
     pub no_watch: bool,
+
+    /// Mesh CA directory in Istio's plug-in layout (`ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`); a new root CA is generated there when it holds none.
+    /// The proxy gets its SPIFFE workload certificate from it (renewed at half-life) and
+    /// speaks Istio mTLS: to ISTIO_MUTUAL / auto-mTLS upstreams, and on inbound ports as
+    /// PeerAuthentication says. Without it, mTLS chains refuse every handshake.
+    #[arg(long = "ca-dir", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+
+    /// Trust domain of the workload certificate. Default: the mesh config's `trustDomain`.
+    #[arg(long = "trust-domain", value_name = "DOMAIN", requires = "ca_dir")]
+    pub trust_domain: Option<String>,
+
+    /// Lifetime of workload certificates (`24h` style units: ms, s, m, h).
+    #[arg(long = "cert-ttl", default_value = "24h", value_parser = parse_duration, requires = "ca_dir")]
+    pub cert_ttl: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,7 +120,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
@@ -291,7 +311,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         })
         .flatten()
         .collect();
-    let options = RuntimeOptions {
+    let mut options = RuntimeOptions {
         listen_remap,
         bind_ip: args.bind_ip,
         admin,
@@ -306,6 +326,34 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        if let Some(dir) = &args.ca_dir {
+            let td = args
+                .trust_domain
+                .clone()
+                .unwrap_or_else(|| config.security.trust_domain.clone());
+            let identity = match MeshIdentity::from_local_ca(
+                dir,
+                &td,
+                &config.node.namespace,
+                &config.node.service_account,
+                args.cert_ttl,
+                RotationOptions::default(),
+            )
+            .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("Error: mesh identity: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            tracing::info!(
+                identity = %identity.identity(),
+                ca_dir = %dir.display(),
+                "workload certificate issued by the local mesh CA"
+            );
+            options.mesh_tls = Some(identity);
+        }
         let proxy = match ProxyRuntime::start(config, options) {
             Ok(p) => p,
             Err(e) => {
@@ -387,6 +435,7 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("5d").is_err());
     }
 }

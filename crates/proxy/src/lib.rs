@@ -53,5 +53,6 @@ pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
         clusters: Default::default(),
         endpoints: Default::default(),
         secrets: Default::default(),
+        security: Default::default(),
     }
 }

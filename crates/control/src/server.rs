@@ -266,7 +266,17 @@ impl Conn {
         let (ty, version, nack) = match m.msg {
             Some(proxy_message::Msg::Ack(a)) => (a.r#type(), a.version, None),
             Some(proxy_message::Msg::Nack(n)) => (n.r#type(), n.version, Some(n.error)),
-            Some(proxy_message::Msg::Hello(_)) | None => return,
+            Some(proxy_message::Msg::Hello(h)) => {
+                // A later Hello updates what the proxy says about itself (its admin address
+                // is known only once its runtime started).
+                let mut conns = self.core.conns.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(state) = conns.get_mut(&self.id) {
+                    state.status.admin_addr = h.admin_addr;
+                    state.status.proxy_version = h.proxy_version;
+                }
+                return;
+            }
+            None => return,
         };
         if ty == ConfigType::Unspecified {
             return;

@@ -72,14 +72,15 @@ pub struct ControlPlaneArgs {
 
 pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     if args.paths.is_empty() && args.kustomize.is_empty() {
-        return Err(anyhow!("no config: give PATHS (files or directories) or -k DIR"));
+        return Err(anyhow!(
+            "no config: give PATHS (files or directories) or -k DIR"
+        ));
     }
     let metrics = match args.metrics.as_str() {
         "off" | "none" => None,
-        s => Some(
-            s.parse::<SocketAddr>()
-                .with_context(|| format!("invalid --metrics address {s:?}: expected IP:PORT or off"))?,
-        ),
+        s => Some(s.parse::<SocketAddr>().with_context(|| {
+            format!("invalid --metrics address {s:?}: expected IP:PORT or off")
+        })?),
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
     tracing_subscriber::fmt()

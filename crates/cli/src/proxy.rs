@@ -34,7 +34,12 @@ pub struct ProxyArgs {
     pub control_plane: Option<String>,
 
     /// Bootstrap token for the control plane.
-    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true, requires = "control_plane")]
+    #[arg(
+        long,
+        env = "TRELLIS_TOKEN",
+        hide_env_values = true,
+        requires = "control_plane"
+    )]
     pub token: Option<String>,
 
     /// Kustomize directories to render.
@@ -232,7 +237,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     if args.config.is_empty() && args.kustomize.is_empty() && args.control_plane.is_none() {
-        bail!("no config: give --config PATH (files or directories), -k DIR or --control-plane ADDR");
+        bail!(
+            "no config: give --config PATH (files or directories), -k DIR or --control-plane ADDR"
+        );
     }
     let mut listen_remap = HashMap::new();
     for spec in &args.listen_remap {

@@ -47,7 +47,11 @@ pub struct ProxyConfigArgs {
     pub file: Option<PathBuf>,
 
     /// The control plane's gRPC address (to find the proxy's admin address).
-    #[arg(long = "control-plane", value_name = "ADDR", default_value = "127.0.0.1:15010")]
+    #[arg(
+        long = "control-plane",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15010"
+    )]
     pub control_plane: String,
 
     /// Only this service host (clusters, endpoints).
@@ -100,8 +104,12 @@ pub(crate) fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> 
 
 fn load_dump(args: &ProxyConfigArgs) -> anyhow::Result<(Value, Option<SocketAddr>)> {
     if let Some(f) = &args.file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        return Ok((serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?, None));
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        return Ok((
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?,
+            None,
+        ));
     }
     let admin = match (args.admin, &args.proxy) {
         (Some(a), _) => a,
@@ -118,7 +126,10 @@ fn load_dump(args: &ProxyConfigArgs) -> anyhow::Result<(Value, Option<SocketAddr
         (None, None) => bail!("give a proxy name, --admin ADDR or --file FILE"),
     };
     let body = admin_get(admin, "/config_dump")?;
-    Ok((serde_json::from_str(&body).context("the proxy's /config_dump is not JSON")?, Some(admin)))
+    Ok((
+        serde_json::from_str(&body).context("the proxy's /config_dump is not JSON")?,
+        Some(admin),
+    ))
 }
 
 pub fn run(args: ProxyConfigArgs) -> anyhow::Result<ExitCode> {
@@ -261,7 +272,12 @@ fn route_rows(dump: &Value, a: &ProxyConfigArgs) -> (Vec<Vec<String>>, Vec<Value
         }
         raw.push(t.clone());
         for vh in t["virtual_hosts"].as_array().into_iter().flatten() {
-            let domains: Vec<String> = vh["domains"].as_array().into_iter().flatten().map(s).collect();
+            let domains: Vec<String> = vh["domains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
             let domains = match domains.len() {
                 0 => String::new(),
                 1 => domains[0].clone(),
@@ -332,8 +348,14 @@ fn cluster_rows(dump: &Value, a: &ProxyConfigArgs) -> (Vec<Vec<String>>, Vec<Val
         .to_string();
         rows.push(vec![
             if host.is_empty() { name.clone() } else { host },
-            c["service"]["port"].as_u64().filter(|p| *p != 0).map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            Some(s(&c["subset"])).filter(|x| !x.is_empty()).unwrap_or_else(|| "-".into()),
+            c["service"]["port"]
+                .as_u64()
+                .filter(|p| *p != 0)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            Some(s(&c["subset"]))
+                .filter(|x| !x.is_empty())
+                .unwrap_or_else(|| "-".into()),
             direction(name).to_string(),
             ty,
             dotted(&s(&c["destination_rule"])),
@@ -342,7 +364,11 @@ fn cluster_rows(dump: &Value, a: &ProxyConfigArgs) -> (Vec<Vec<String>>, Vec<Val
     (rows, raw)
 }
 
-fn endpoint_rows(dump: &Value, health: Option<&Value>, a: &ProxyConfigArgs) -> (Vec<Vec<String>>, Value) {
+fn endpoint_rows(
+    dump: &Value,
+    health: Option<&Value>,
+    a: &ProxyConfigArgs,
+) -> (Vec<Vec<String>>, Value) {
     let mut rows = Vec::new();
     let mut raw = Map::new();
     let clusters = &dump["clusters"];
@@ -366,7 +392,9 @@ fn endpoint_rows(dump: &Value, health: Option<&Value>, a: &ProxyConfigArgs) -> (
                 s(&e["address"])
             };
             let (ip, port) = split_addr(&addr);
-            if a.port.is_some_and(|p| p.to_string() != port) || a.address.as_deref().is_some_and(|x| x != ip) {
+            if a.port.is_some_and(|p| p.to_string() != port)
+                || a.address.as_deref().is_some_and(|x| x != ip)
+            {
                 continue;
             }
             let (status, outlier) = endpoint_health(health, name, &addr);
@@ -409,7 +437,10 @@ fn endpoint_health(health: Option<&Value>, cluster: &str, addr: &str) -> (String
         .map(s)
         .filter(|x| !x.is_empty())
         .unwrap_or_else(|| "HEALTHY".into());
-    let outlier = match found.and_then(|e| e.get("ejected")).and_then(Value::as_bool) {
+    let outlier = match found
+        .and_then(|e| e.get("ejected"))
+        .and_then(Value::as_bool)
+    {
         Some(true) => "FAILED",
         _ => "OK",
     };
@@ -445,7 +476,11 @@ fn secret_rows(dump: &Value, a: &ProxyConfigArgs) -> (Vec<Vec<String>>, Value) {
         } else {
             "Cert Chain"
         };
-        let file = if cert_file.is_empty() { s(&files["ca"]) } else { cert_file };
+        let file = if cert_file.is_empty() {
+            s(&files["ca"])
+        } else {
+            cert_file
+        };
         let info = (!file.is_empty()).then(|| cert_info(&file)).flatten();
         let dash = || "-".to_string();
         rows.push(match info {
@@ -494,7 +529,11 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 
 /// The output for `args` from a config dump (and the admin's cluster health when known).
-pub(crate) fn render(args: &ProxyConfigArgs, dump: &Value, health: Option<&Value>) -> anyhow::Result<String> {
+pub(crate) fn render(
+    args: &ProxyConfigArgs,
+    dump: &Value,
+    health: Option<&Value>,
+) -> anyhow::Result<String> {
     let (rows, headers, raw): (Vec<Vec<String>>, &[&str], Value) = match args.section {
         Section::Listeners | Section::Listener => {
             let (r, raw) = listener_rows(dump, args);
@@ -528,7 +567,10 @@ pub(crate) fn render(args: &ProxyConfigArgs, dump: &Value, health: Option<&Value
                     out.push('\n');
                     out.push_str(&table(CLUSTER_HEADERS, &cluster_rows(dump, args).0));
                     out.push('\n');
-                    out.push_str(&table(ENDPOINT_HEADERS, &endpoint_rows(dump, health, args).0));
+                    out.push_str(&table(
+                        ENDPOINT_HEADERS,
+                        &endpoint_rows(dump, health, args).0,
+                    ));
                     out.push('\n');
                     out.push_str(&table(SECRET_HEADERS, &secret_rows(dump, args).0));
                     Ok(out)

@@ -18,7 +18,11 @@ pub struct ProxyStatusArgs {
     pub proxy: Option<String>,
 
     /// The control plane's gRPC address.
-    #[arg(long = "control-plane", value_name = "ADDR", default_value = "127.0.0.1:15010")]
+    #[arg(
+        long = "control-plane",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15010"
+    )]
     pub control_plane: String,
 
     /// Output: table, or json.
@@ -85,13 +89,14 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Finds `name.namespace` (or `namespace/name`, or a unique prefix).
-pub(crate) fn find_proxy<'a>(st: &'a ControlPlaneStatus, q: &str) -> anyhow::Result<&'a ProxyStatus> {
+pub(crate) fn find_proxy<'a>(
+    st: &'a ControlPlaneStatus,
+    q: &str,
+) -> anyhow::Result<&'a ProxyStatus> {
     let exact: Vec<&ProxyStatus> = st
         .proxies
         .iter()
-        .filter(|p| {
-            p.id == q || format!("{}/{}", p.workload_namespace, p.workload_name) == q
-        })
+        .filter(|p| p.id == q || format!("{}/{}", p.workload_namespace, p.workload_name) == q)
         .collect();
     if let Some(p) = exact.first() {
         return Ok(p);
@@ -114,7 +119,11 @@ pub(crate) fn find_proxy<'a>(st: &'a ControlPlaneStatus, q: &str) -> anyhow::Res
         )),
         _ => Err(anyhow!(
             "{q:?} matches several proxies: {}",
-            prefix.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+            prefix
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -183,9 +192,7 @@ pub(crate) fn render_table(st: &ControlPlaneStatus) -> String {
         &rows,
     );
     if let Some(e) = &st.last_error {
-        out.push_str(&format!(
-            "\n{e}\n",
-        ));
+        out.push_str(&format!("\n{e}\n",));
     }
     out
 }

@@ -149,8 +149,8 @@ pub struct RunningControlPlane {
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| StartError::Bind { what, addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
@@ -197,11 +197,12 @@ impl ControlPlane {
             .map(|a| bind("metrics", a))
             .transpose()?;
         let grpc_addr = grpc.local_addr().unwrap_or(opts.grpc_listen);
-        let metrics_addr = metrics_socket
-            .as_ref()
-            .and_then(|s| s.local_addr().ok());
+        let metrics_addr = metrics_socket.as_ref().and_then(|s| s.local_addr().ok());
         let id = opts.id.clone().unwrap_or_else(|| {
-            format!("trellis-control-{:06x}", rand::rng().random::<u32>() & 0xff_ffff)
+            format!(
+                "trellis-control-{:06x}",
+                rand::rng().random::<u32>() & 0xff_ffff
+            )
         });
         let version = snapshot.version;
         let core = Arc::new(Core {
@@ -333,11 +334,10 @@ impl RunningControlPlane {
 
     /// Whether every connected proxy has ACKed what it was sent, of every type.
     pub fn all_synced(&self) -> bool {
-        self.status().proxies.iter().all(|p| {
-            p.types
-                .iter()
-                .all(|t| t.state == SyncState::Synced)
-        })
+        self.status()
+            .proxies
+            .iter()
+            .all(|p| p.types.iter().all(|t| t.state == SyncState::Synced))
     }
 
     /// The mesh CA (for in-process users, e.g. a gateway started by `trellis up`).
@@ -353,12 +353,14 @@ impl RunningControlPlane {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -369,7 +371,12 @@ impl RunningControlPlane {
 impl Drop for RunningControlPlane {
     fn drop(&mut self) {
         self.core.shutdown.send_replace(true);
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
     }

@@ -46,7 +46,11 @@ pub struct Scope {
 
 /// The workload `ns/name` in a snapshot: labels and service account (Pod, then Deployment,
 /// then WorkloadEntry, as `find_target`).
-pub fn find_workload(snap: &Snapshot, ns: &str, name: &str) -> Option<(BTreeMap<String, String>, String)> {
+pub fn find_workload(
+    snap: &Snapshot,
+    ns: &str,
+    name: &str,
+) -> Option<(BTreeMap<String, String>, String)> {
     ["Pod", "Deployment", "WorkloadEntry"].iter().find_map(|k| {
         let e = snap.entries.get(&format!("{k}/{ns}/{name}"))?;
         let w = trellis_model::registry::workloads(std::slice::from_ref(&e.resource))
@@ -106,7 +110,11 @@ impl Scope {
                             .as_ref()
                             .is_some_and(|sel| !sel.is_empty() && selects(sel, &labels))
                 })
-                .or_else(|| idx.sidecars.iter().find(|s| s.ns == ns && s.selector.is_none()))
+                .or_else(|| {
+                    idx.sidecars
+                        .iter()
+                        .find(|s| s.ns == ns && s.selector.is_none())
+                })
                 .or_else(|| {
                     idx.sidecars
                         .iter()

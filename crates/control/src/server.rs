@@ -61,7 +61,11 @@ impl trellis_protocol::MeshConfig for Service {
             }))) => h,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
-            _ => return Err(Status::invalid_argument("the first message must be a Hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ))
+            }
         };
         if let Some(t) = &self.core.token {
             if !token_matches(t, &hello.token) {
@@ -123,16 +127,20 @@ fn sign(core: &Core, req: &CsrRequest) -> Result<CertificateResponse, Status> {
         return Err(Status::unavailable("no CA configured"));
     };
     let snap = core.snapshot.borrow().clone();
-    let (_, sa) = find_workload(&snap, &req.workload_namespace, &req.workload_name)
-        .ok_or_else(|| {
+    let (_, sa) =
+        find_workload(&snap, &req.workload_namespace, &req.workload_name).ok_or_else(|| {
             Status::not_found(format!(
                 "workload {}/{} is not in the config (a Pod, Deployment or WorkloadEntry)",
                 req.workload_namespace, req.workload_name
             ))
         })?;
     // The identity is the workload's as the config says; the CSR's names are ignored.
-    let id = SpiffeId::new(snap.mesh.trust_domain.as_str(), req.workload_namespace.as_str(), sa)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id = SpiffeId::new(
+        snap.mesh.trust_domain.as_str(),
+        req.workload_namespace.as_str(),
+        sa,
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let issued = ca
         .sign_csr(&req.csr_pem, &id, Duration::from_secs(req.ttl_seconds))
         .map_err(|e| Status::invalid_argument(format!("cannot sign the CSR: {e}")))?;
@@ -307,7 +315,11 @@ impl Conn {
         if snap.version == 0 {
             return true; // nothing accepted yet
         }
-        let scope = Scope::compute(snap, &self.hello.workload_namespace, &self.hello.workload_name);
+        let scope = Scope::compute(
+            snap,
+            &self.hello.workload_namespace,
+            &self.hello.workload_name,
+        );
         let first = self.last_version == 0;
         let incremental = !first
             && self.scope.as_ref() == Some(&scope)
@@ -420,7 +432,10 @@ impl Conn {
                     r#type: p.ty as i32,
                     version: version.clone(),
                     full: p.full && first_chunk,
-                    resources: chunk.iter().map(|e| e.wire.clone()).collect::<Vec<v1::Resource>>(),
+                    resources: chunk
+                        .iter()
+                        .map(|e| e.wire.clone())
+                        .collect::<Vec<v1::Resource>>(),
                     removed: if last { removed.clone() } else { Vec::new() },
                     more: true,
                     mesh_config: if first_chunk { p.mesh.clone() } else { None },

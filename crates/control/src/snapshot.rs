@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use trellis_api::{MeshConfig, Object, Resource};
-use trellis_model::registry::{EXPORT_TO_ANNOTATION, CLUSTER_DOMAIN};
+use trellis_model::registry::{CLUSTER_DOMAIN, EXPORT_TO_ANNOTATION};
 use trellis_protocol::{config_type_of, resource_id, to_wire, v1, ConfigType};
 
 use crate::source::Loaded;
@@ -261,9 +261,7 @@ fn service_export_to(r: &Resource, mesh: &MeshConfig) -> Vec<String> {
 pub(crate) fn visibility(r: &Resource, mesh: &MeshConfig) -> Vis {
     let ns = r.ns().to_string();
     match &r.object {
-        Object::Namespace(_) | Object::PeerAuthentication(_) | Object::WorkloadGroup(_) => {
-            Vis::All
-        }
+        Object::Namespace(_) | Object::PeerAuthentication(_) | Object::WorkloadGroup(_) => Vis::All,
         Object::ConfigMap(_) | Object::ServiceAccount(_) => Vis::Never,
         Object::Service(_) => Vis::Exported {
             export_to: service_export_to(r, mesh),

@@ -98,7 +98,11 @@ impl From<&Message> for RejectedMessage {
         RejectedMessage {
             code: m.kind.code.to_string(),
             level: m.level.to_string(),
-            resource: m.resource.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            resource: m
+                .resource
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
             reference: m.reference().unwrap_or_default(),
             text: m.text.clone(),
         }
@@ -117,7 +121,10 @@ pub(crate) fn error_signature(m: &Message) -> String {
     format!(
         "{}|{}|{}",
         m.kind.code,
-        m.resource.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+        m.resource
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
         m.text
     )
 }
@@ -208,8 +215,7 @@ impl Loaded {
         let mut rejected: Vec<RejectedMessage> = self
             .errors()
             .filter(|m| {
-                m.kind.code == schema
-                    || baseline.is_some_and(|b| !b.contains(&error_signature(m)))
+                m.kind.code == schema || baseline.is_some_and(|b| !b.contains(&error_signature(m)))
             })
             .map(RejectedMessage::from)
             .collect();

@@ -40,7 +40,9 @@ async fn echo(body: &'static str) -> SocketAddr {
 
 /// One GET through `addr`: the body, or the error.
 async fn get(addr: SocketAddr) -> Result<String, String> {
-    let s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
         .await
         .map_err(|e| e.to_string())?;
@@ -51,7 +53,12 @@ async fn get(addr: SocketAddr) -> Result<String, String> {
         .unwrap();
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let body = String::from_utf8_lossy(&body).to_string();
     if status != 200 {
         return Err(format!("{status}: {body}"));
@@ -101,7 +108,11 @@ async fn until_body(gw: SocketAddr, want: &str, timeout: Duration) -> Duration {
         if get(gw).await.as_deref() == Ok(want) {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < timeout, "no {want:?} through the gateway after {timeout:?}: last {:?}", get(gw).await);
+        assert!(
+            t0.elapsed() < timeout,
+            "no {want:?} through the gateway after {timeout:?}: last {:?}",
+            get(gw).await
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -118,7 +129,10 @@ async fn live_config_through_real_proxies() {
 
     let gw = proxy(grpc, "istio-system", "ingress", &[80]).await;
     let side = proxy(grpc, "a", "client", &[15001, 15006, 8080]).await;
-    let gw_addr = gw.proxy.listener_addr("0.0.0.0_80").expect("gateway listener");
+    let gw_addr = gw
+        .proxy
+        .listener_addr("0.0.0.0_80")
+        .expect("gateway listener");
     assert_eq!(get(gw_addr).await.unwrap(), "v1");
     assert!(routes_json(&side).contains("outbound|8080|v1|echo.local"));
     eventually("both proxies synced", Duration::from_secs(5), || {
@@ -131,7 +145,11 @@ async fn live_config_through_real_proxies() {
     })
     .await;
     let st = cp.status();
-    let g = st.proxies.iter().find(|p| p.id == "ingress.istio-system").unwrap();
+    let g = st
+        .proxies
+        .iter()
+        .find(|p| p.id == "ingress.istio-system")
+        .unwrap();
     assert_eq!(g.proxy_kind, "gateway");
     assert_eq!(g.admin_addr, gw.proxy.admin_addr().unwrap().to_string());
 
@@ -140,28 +158,53 @@ async fn live_config_through_real_proxies() {
     write(dir.path(), "routes.yaml", &routes("v2"));
     let took = until_body(gw_addr, "v2", Duration::from_secs(5)).await;
     assert!(took < Duration::from_secs(1), "route change took {took:?}");
-    eventually("sidecar routes to v2", Duration::from_secs(1).saturating_sub(t0.elapsed()).max(Duration::from_millis(100)), || {
-        routes_json(&side).contains("outbound|8080|v2|echo.local")
+    eventually(
+        "sidecar routes to v2",
+        Duration::from_secs(1)
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_millis(100)),
+        || routes_json(&side).contains("outbound|8080|v2|echo.local"),
+    )
+    .await;
+    eventually("synced after the edit", Duration::from_secs(5), || {
+        cp.all_synced()
     })
     .await;
-    eventually("synced after the edit", Duration::from_secs(5), || cp.all_synced()).await;
 
     // An endpoint-only edit: echo-v2 now points at the v1 server; routes are not resent.
     let resources_pushes = |cp: &RunningControlPlane| -> Vec<u64> {
-        cp.status().proxies.iter().map(|p| p.types[0].pushes).collect()
+        cp.status()
+            .proxies
+            .iter()
+            .map(|p| p.types[0].pushes)
+            .collect()
     };
     let before = resources_pushes(&cp);
     write(dir.path(), "workloads.yaml", &workloads(v1, v1));
     until_body(gw_addr, "v1", Duration::from_secs(2)).await;
-    eventually("synced after endpoints", Duration::from_secs(5), || cp.all_synced()).await;
-    assert_eq!(before, resources_pushes(&cp), "an endpoint change resent RESOURCES");
+    eventually("synced after endpoints", Duration::from_secs(5), || {
+        cp.all_synced()
+    })
+    .await;
+    assert_eq!(
+        before,
+        resources_pushes(&cp),
+        "an endpoint change resent RESOURCES"
+    );
     write(dir.path(), "workloads.yaml", &workloads(v1, v2));
     until_body(gw_addr, "v2", Duration::from_secs(2)).await;
 
     // A broken edit changes nothing on the proxies.
     let version = gw.proxy.config().version.clone();
-    write(dir.path(), "routes.yaml", &routes("v1").replace("subset: v1}\n", "subset: v1}\n      weight: -1\n"));
-    eventually("rejected", Duration::from_secs(5), || cp.last_error().is_some()).await;
+    write(
+        dir.path(),
+        "routes.yaml",
+        &routes("v1").replace("subset: v1}\n", "subset: v1}\n      weight: -1\n"),
+    );
+    eventually("rejected", Duration::from_secs(5), || {
+        cp.last_error().is_some()
+    })
+    .await;
     assert_eq!(gw.proxy.config().version, version);
     assert_eq!(get(gw_addr).await.unwrap(), "v2");
 
@@ -179,21 +222,32 @@ async fn live_config_through_real_proxies() {
     );
     write(dir.path(), "routes.yaml", &routes("v2"));
     eventually("gateway NACKed", Duration::from_secs(5), || {
-        cp.status().proxies.iter().any(|p| {
-            p.id == "ingress.istio-system" && p.types[0].state == SyncState::Nacked
-        })
+        cp.status()
+            .proxies
+            .iter()
+            .any(|p| p.id == "ingress.istio-system" && p.types[0].state == SyncState::Nacked)
     })
     .await;
     let st = cp.status();
-    let g = st.proxies.iter().find(|p| p.id == "ingress.istio-system").unwrap();
+    let g = st
+        .proxies
+        .iter()
+        .find(|p| p.id == "ingress.istio-system")
+        .unwrap();
     let nack = g.types[0].nack.as_ref().unwrap();
     assert!(nack.error.contains("cannot bind"), "{}", nack.error);
-    assert!(g.types[0].pending.iter().any(|c| c.resource == "Gateway istio-system/public"));
+    assert!(g.types[0]
+        .pending
+        .iter()
+        .any(|c| c.resource == "Gateway istio-system/public"));
     assert_eq!(get(gw_addr).await.unwrap(), "v2");
     assert!(gw.proxy.server_info().last_error.is_some());
     drop(taken);
     write(dir.path(), "mesh.yaml", MESH);
-    eventually("synced after the fix", Duration::from_secs(5), || cp.all_synced()).await;
+    eventually("synced after the fix", Duration::from_secs(5), || {
+        cp.all_synced()
+    })
+    .await;
 
     // Control-plane restart: traffic keeps flowing during the outage, proxies resync after.
     cp.shutdown().await;
@@ -206,10 +260,14 @@ async fn live_config_through_real_proxies() {
         assert_eq!(get(gw_addr).await.unwrap(), "v2");
     }
     let cp = start_cp(dir.path(), grpc).await;
-    eventually("proxies reconnected and synced", Duration::from_secs(10), || {
-        let st = cp.status();
-        st.proxies.len() == 2 && cp.all_synced()
-    })
+    eventually(
+        "proxies reconnected and synced",
+        Duration::from_secs(10),
+        || {
+            let st = cp.status();
+            st.proxies.len() == 2 && cp.all_synced()
+        },
+    )
     .await;
     assert_eq!(gw.client.status().connects, 2);
     assert_eq!(get(gw_addr).await.unwrap(), "v2");

@@ -37,7 +37,9 @@ struct RawProxy {
 }
 
 async fn client(addr: SocketAddr) -> MeshConfigClient<Channel> {
-    MeshConfigClient::connect(format!("http://{addr}")).await.unwrap()
+    MeshConfigClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
 }
 
 fn hello(ns: &str, name: &str, token: &str) -> ProxyMessage {
@@ -55,10 +57,19 @@ fn hello(ns: &str, name: &str, token: &str) -> ProxyMessage {
 }
 
 impl RawProxy {
-    async fn connect(addr: SocketAddr, ns: &str, name: &str, token: &str) -> Result<Self, tonic::Status> {
+    async fn connect(
+        addr: SocketAddr,
+        ns: &str,
+        name: &str,
+        token: &str,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
         tx.send(hello(ns, name, token)).await.unwrap();
-        let rx = client(addr).await.stream(ReceiverStream::new(rx)).await?.into_inner();
+        let rx = client(addr)
+            .await
+            .stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
         Ok(RawProxy { tx, rx })
     }
 
@@ -141,7 +152,9 @@ async fn snapshot_then_deltas_per_type_with_acks() {
     let cp = start(dir.path()).await;
     assert_eq!(cp.snapshot_version(), 1);
 
-    let mut gw = RawProxy::connect(cp.grpc_addr(), "istio-system", "ingress", TOKEN).await.unwrap();
+    let mut gw = RawProxy::connect(cp.grpc_addr(), "istio-system", "ingress", TOKEN)
+        .await
+        .unwrap();
     let first = gw.push().await;
     assert_eq!(first.len(), 2, "one full update per type");
     assert_eq!(first[0].r#type(), ConfigType::Resources);
@@ -149,22 +162,51 @@ async fn snapshot_then_deltas_per_type_with_acks() {
     assert_eq!(first[1].r#type(), ConfigType::Endpoints);
     assert!(first[1].full);
     let res = names(&first[0]);
-    assert!(res.contains(&"Gateway istio-system/public".to_string()), "{res:?}");
-    assert!(res.contains(&"VirtualService a/edge".to_string()), "{res:?}");
+    assert!(
+        res.contains(&"Gateway istio-system/public".to_string()),
+        "{res:?}"
+    );
+    assert!(
+        res.contains(&"VirtualService a/edge".to_string()),
+        "{res:?}"
+    );
     // A gateway is not sent mesh-only routes.
-    assert!(!res.contains(&"VirtualService a/echo".to_string()), "{res:?}");
+    assert!(
+        !res.contains(&"VirtualService a/echo".to_string()),
+        "{res:?}"
+    );
     let eps = names(&first[1]);
-    assert!(eps.contains(&"WorkloadEntry a/echo-v1".to_string()), "{eps:?}");
+    assert!(
+        eps.contains(&"WorkloadEntry a/echo-v1".to_string()),
+        "{eps:?}"
+    );
     // Each resource says where it was read.
-    let vs = first[0].resources.iter().find(|r| r.key.as_ref().unwrap().name == "edge").unwrap();
-    assert!(vs.file.ends_with("routes.yaml") && vs.line == 1, "{}:{}", vs.file, vs.line);
+    let vs = first[0]
+        .resources
+        .iter()
+        .find(|r| r.key.as_ref().unwrap().name == "edge")
+        .unwrap();
+    assert!(
+        vs.file.ends_with("routes.yaml") && vs.line == 1,
+        "{}:{}",
+        vs.file,
+        vs.line
+    );
 
-    let mut side = RawProxy::connect(cp.grpc_addr(), "a", "client", TOKEN).await.unwrap();
+    let mut side = RawProxy::connect(cp.grpc_addr(), "a", "client", TOKEN)
+        .await
+        .unwrap();
     let side_first = side.push().await;
     let res = names(&side_first[0]);
-    assert!(res.contains(&"VirtualService a/echo".to_string()), "{res:?}");
+    assert!(
+        res.contains(&"VirtualService a/echo".to_string()),
+        "{res:?}"
+    );
     assert!(!res.iter().any(|r| r.starts_with("Gateway ")), "{res:?}");
-    assert!(!res.contains(&"VirtualService a/edge".to_string()), "{res:?}");
+    assert!(
+        !res.contains(&"VirtualService a/edge".to_string()),
+        "{res:?}"
+    );
 
     for (p, id) in [(&gw, "ingress.istio-system"), (&side, "client.a")] {
         eventually("proxy registered", Duration::from_secs(5), || {
@@ -213,7 +255,11 @@ async fn snapshot_then_deltas_per_type_with_acks() {
             .unwrap()
             .pushes
     };
-    write(dir.path(), "workloads.yaml", &workloads(addr(7001), addr(7003)));
+    write(
+        dir.path(),
+        "workloads.yaml",
+        &workloads(addr(7001), addr(7003)),
+    );
     let u = gw.push().await;
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0].r#type(), ConfigType::Endpoints);
@@ -224,19 +270,35 @@ async fn snapshot_then_deltas_per_type_with_acks() {
     assert_eq!(s[0].r#type(), ConfigType::Endpoints);
     gw.ack(&u).await;
     side.ack(&s).await;
-    eventually("synced after endpoints", Duration::from_secs(5), || cp.all_synced()).await;
+    eventually("synced after endpoints", Duration::from_secs(5), || {
+        cp.all_synced()
+    })
+    .await;
     let after = cp.status();
     for id in ["ingress.istio-system", "client.a"] {
-        assert_eq!(pushes(&before, id, "RESOURCES"), pushes(&after, id, "RESOURCES"));
-        assert_eq!(pushes(&before, id, "ENDPOINTS") + 1, pushes(&after, id, "ENDPOINTS"));
+        assert_eq!(
+            pushes(&before, id, "RESOURCES"),
+            pushes(&after, id, "RESOURCES")
+        );
+        assert_eq!(
+            pushes(&before, id, "ENDPOINTS") + 1,
+            pushes(&after, id, "ENDPOINTS")
+        );
     }
 
     // Metrics on the metrics port.
     let body = http_get(cp.metrics_addr().unwrap(), "/metrics").await;
-    assert!(body.contains("trellis_control_pushes_total{type=\"ENDPOINTS\"}"), "{body}");
-    assert!(body.contains("trellis_control_connected_proxies 2"), "{body}");
+    assert!(
+        body.contains("trellis_control_pushes_total{type=\"ENDPOINTS\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("trellis_control_connected_proxies 2"),
+        "{body}"
+    );
     let syncz = http_get(cp.metrics_addr().unwrap(), "/debug/syncz").await;
-    let st: trellis_control::ControlPlaneStatus = serde_json::from_str(syncz.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let st: trellis_control::ControlPlaneStatus =
+        serde_json::from_str(syncz.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(st.proxies.len(), 2);
     cp.shutdown().await;
 }
@@ -258,20 +320,21 @@ async fn broken_edits_are_rejected_and_located_and_nacks_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), addr(7001), addr(7002), "v1");
     let cp = start(dir.path()).await;
-    let mut gw = RawProxy::connect(cp.grpc_addr(), "istio-system", "ingress", TOKEN).await.unwrap();
+    let mut gw = RawProxy::connect(cp.grpc_addr(), "istio-system", "ingress", TOKEN)
+        .await
+        .unwrap();
     let first = gw.push().await;
     gw.ack(&first).await;
     eventually("synced", Duration::from_secs(5), || cp.all_synced()).await;
 
     // Schema error: a negative weight on line 10 of routes.yaml.
-    let broken = routes("v1").replacen(
-        "subset: v1}\n",
-        "subset: v1}\n      weight: -5\n",
-        1,
-    );
+    let broken = routes("v1").replacen("subset: v1}\n", "subset: v1}\n      weight: -5\n", 1);
     assert!(broken.contains("weight: -5"));
     write(dir.path(), "routes.yaml", &broken);
-    eventually("schema error reported", Duration::from_secs(5), || cp.last_error().is_some()).await;
+    eventually("schema error reported", Duration::from_secs(5), || {
+        cp.last_error().is_some()
+    })
+    .await;
     let e = cp.last_error().unwrap();
     let text = e.to_string();
     assert!(text.contains("IST0106"), "{text}");
@@ -286,7 +349,8 @@ async fn broken_edits_are_rejected_and_located_and_nacks_are_recorded() {
         &routes("v1").replace("istio-system/public", "istio-system/missing"),
     );
     eventually("analyzer error reported", Duration::from_secs(5), || {
-        cp.last_error().is_some_and(|e| e.to_string().contains("IST0101"))
+        cp.last_error()
+            .is_some_and(|e| e.to_string().contains("IST0101"))
     })
     .await;
     let text = cp.last_error().unwrap().to_string();
@@ -294,19 +358,29 @@ async fn broken_edits_are_rejected_and_located_and_nacks_are_recorded() {
     assert!(text.contains("routes.yaml:"), "{text}");
     assert_eq!(cp.snapshot_version(), 1);
     let st = cp.status();
-    assert_eq!(st.proxies[0].types[0].pushes, 1, "nothing pushed for rejected edits");
+    assert_eq!(
+        st.proxies[0].types[0].pushes, 1,
+        "nothing pushed for rejected edits"
+    );
     // The error is also on the debug endpoint.
     let body = http_get(cp.metrics_addr().unwrap(), "/debug/config_errors").await;
     assert!(body.contains("IST0101"), "{body}");
     let metrics = http_get(cp.metrics_addr().unwrap(), "/metrics").await;
-    assert!(metrics.contains("trellis_control_config_errors_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("trellis_control_config_errors_total 2"),
+        "{metrics}"
+    );
 
     // A good edit clears the error and is pushed; the proxy NACKs it.
     write(dir.path(), "routes.yaml", &routes("v2"));
     let u = gw.push().await;
     assert_eq!(u[0].version, "2");
     assert!(cp.last_error().is_none());
-    gw.nack(&u, "compile failed: routes.yaml:1: something the proxy cannot run").await;
+    gw.nack(
+        &u,
+        "compile failed: routes.yaml:1: something the proxy cannot run",
+    )
+    .await;
     eventually("NACK recorded", Duration::from_secs(5), || {
         state(&cp, "ingress.istio-system", "RESOURCES") == SyncState::Nacked
     })
@@ -319,12 +393,19 @@ async fn broken_edits_are_rejected_and_located_and_nacks_are_recorded() {
     assert_eq!(t.pending.len(), 1);
     assert_eq!(t.pending[0].resource, "VirtualService a/edge");
     assert_eq!(t.pending[0].change, "updated");
-    assert!(t.pending[0].location.ends_with("routes.yaml:1"), "{:?}", t.pending[0]);
+    assert!(
+        t.pending[0].location.ends_with("routes.yaml:1"),
+        "{:?}",
+        t.pending[0]
+    );
     // The next version, ACKed, clears it.
     write(dir.path(), "routes.yaml", &routes("v1"));
     let u = gw.push().await;
     gw.ack(&u).await;
-    eventually("synced after fix", Duration::from_secs(5), || cp.all_synced()).await;
+    eventually("synced after fix", Duration::from_secs(5), || {
+        cp.all_synced()
+    })
+    .await;
     let t = &cp.status().proxies[0].types[0];
     assert!(t.nack.is_none() && t.pending.is_empty());
     cp.shutdown().await;
@@ -375,7 +456,10 @@ async fn bad_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path(), addr(7001), addr(7002), "v1");
     let cp = start(dir.path()).await;
-    let e = RawProxy::connect(cp.grpc_addr(), "a", "client", "wrong").await.err().unwrap();
+    let e = RawProxy::connect(cp.grpc_addr(), "a", "client", "wrong")
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     let mut c = client(cp.grpc_addr()).await;
     let e = c
@@ -398,7 +482,8 @@ async fn certificates_carry_the_workload_identity_from_the_config() {
     fixture(dir.path(), addr(7001), addr(7002), "v1");
     let cp = start(dir.path()).await;
     // The CSR asks for another identity: it is ignored.
-    let asked = trellis_identity::SpiffeId::parse("spiffe://cluster.local/ns/kube-system/sa/admin").unwrap();
+    let asked = trellis_identity::SpiffeId::parse("spiffe://cluster.local/ns/kube-system/sa/admin")
+        .unwrap();
     let req = trellis_identity::generate_key_and_csr(&asked).unwrap();
     let mut c = client(cp.grpc_addr()).await;
     let r = c
@@ -424,7 +509,10 @@ async fn certificates_carry_the_workload_identity_from_the_config() {
         .output()
         .expect("openssl");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("URI:spiffe://cluster.local/ns/a/sa/client-sa"), "{text}");
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/a/sa/client-sa"),
+        "{text}"
+    );
     assert!(!text.contains("kube-system"), "{text}");
     let out = Command::new("openssl")
         .args(["verify", "-CAfile"])
@@ -432,7 +520,11 @@ async fn certificates_carry_the_workload_identity_from_the_config() {
         .arg(&leaf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Unknown workloads get nothing.
     let e = c
         .sign_certificate(CsrRequest {

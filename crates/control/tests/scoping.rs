@@ -17,7 +17,8 @@ fn root() -> PathBuf {
 fn check(sources: Sources) -> usize {
     let loaded = load(&sources);
     let snap = Snapshot::next(&Snapshot::empty(), loaded).unwrap();
-    let all: Vec<trellis_api::Resource> = snap.entries.values().map(|e| e.resource.clone()).collect();
+    let all: Vec<trellis_api::Resource> =
+        snap.entries.values().map(|e| e.resource.clone()).collect();
     let workloads = trellis_model::registry::workloads(&all);
     let mut checked = 0;
     for w in &workloads {
@@ -157,15 +158,30 @@ spec: {action: DENY, rules: [{}]}
             .collect()
     };
     let gw = ids("istio-system", "gw");
-    assert!(gw.contains(&"Secret/istio-system/gw-cert".to_string()), "{gw:?}");
-    assert!(gw.contains(&"Gateway/istio-system/gw".to_string()), "{gw:?}");
+    assert!(
+        gw.contains(&"Secret/istio-system/gw-cert".to_string()),
+        "{gw:?}"
+    );
+    assert!(
+        gw.contains(&"Gateway/istio-system/gw".to_string()),
+        "{gw:?}"
+    );
     let app = ids("a", "app");
     assert!(!app.iter().any(|i| i.starts_with("Secret/")), "{app:?}");
     assert!(!app.iter().any(|i| i.starts_with("Gateway/")), "{app:?}");
-    assert!(!app.contains(&"DestinationRule/b/private".to_string()), "{app:?}");
-    assert!(!app.contains(&"AuthorizationPolicy/b/deny".to_string()), "{app:?}");
+    assert!(
+        !app.contains(&"DestinationRule/b/private".to_string()),
+        "{app:?}"
+    );
+    assert!(
+        !app.contains(&"AuthorizationPolicy/b/deny".to_string()),
+        "{app:?}"
+    );
     // No service in b is visible to a: b's workloads stay home.
-    assert!(!app.contains(&"WorkloadEntry/b/other".to_string()), "{app:?}");
+    assert!(
+        !app.contains(&"WorkloadEntry/b/other".to_string()),
+        "{app:?}"
+    );
     let other = ids("b", "other");
     assert!(other.contains(&"DestinationRule/b/private".to_string()));
     assert!(other.contains(&"AuthorizationPolicy/b/deny".to_string()));

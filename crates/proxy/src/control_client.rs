@@ -374,7 +374,12 @@ impl ControlClient {
                 continue;
             }
             got_config = true;
-            let answers = self.finish(std::mem::take(&mut batch), std::mem::take(&mut errors), cp_id, sink);
+            let answers = self.finish(
+                std::mem::take(&mut batch),
+                std::mem::take(&mut errors),
+                cp_id,
+                sink,
+            );
             for a in answers {
                 if tx.send(a).await.is_err() {
                     return Ended::Lost("stream closed".into());
@@ -447,7 +452,11 @@ impl ControlClient {
                     .chain(held.endpoints.items.values())
                     .map(|(r, _)| r.clone())
                     .collect();
-                let mesh = held.mesh.as_ref().map(|(m, _)| m.clone()).unwrap_or_default();
+                let mesh = held
+                    .mesh
+                    .as_ref()
+                    .map(|(m, _)| m.clone())
+                    .unwrap_or_default();
                 let compiled = find_target(&resources, &o.workload_namespace, &o.workload_name)
                     .map_err(|e| e.to_string())
                     .and_then(|t| {
@@ -553,7 +562,10 @@ impl ControlPlaneIssuer {
 }
 
 impl trellis_identity::CertificateIssuer for ControlPlaneIssuer {
-    async fn issue(&self, csr_pem: String) -> trellis_identity::Result<trellis_identity::IssuedCert> {
+    async fn issue(
+        &self,
+        csr_pem: String,
+    ) -> trellis_identity::Result<trellis_identity::IssuedCert> {
         let r = self
             .client
             .sign_certificate(&csr_pem, self.ttl)

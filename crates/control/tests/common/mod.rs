@@ -134,9 +134,7 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut c
 
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
-        )
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()))
         .with_test_writer()
         .try_init();
 }

@@ -277,3 +277,68 @@ async fn live_config_through_real_proxies() {
     gw.shutdown(Duration::from_millis(200)).await;
     side.shutdown(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn a_proxy_whose_workload_is_missing_nacks_with_the_reason() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    fixture(
+        dir.path(),
+        "127.0.0.1:7001".parse().unwrap(),
+        "127.0.0.1:7002".parse().unwrap(),
+        "v1",
+    );
+    let cp = start_cp(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut o = ControlClientOptions::new(cp.grpc_addr().to_string(), "a", "ghost");
+    o.token = Some(TOKEN.into());
+    let client = trellis_proxy::control_client::ControlClient::new(o);
+    let applied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = applied.clone();
+    let runner = client.clone();
+    let task = tokio::spawn(async move {
+        runner
+            .run(
+                move |_u: trellis_proxy::control_client::ProxyConfigUpdate| {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                },
+            )
+            .await
+    });
+    eventually("NACKed", Duration::from_secs(5), || {
+        cp.status()
+            .proxies
+            .iter()
+            .any(|p| p.id == "ghost.a" && p.types.iter().all(|t| t.state == SyncState::Nacked))
+    })
+    .await;
+    let st = cp.status();
+    let p = &st.proxies[0];
+    assert_eq!(p.proxy_kind, "unknown");
+    let err = &p.types[0].nack.as_ref().unwrap().error;
+    assert!(err.contains("workload a/ghost not found"), "{err}");
+    assert_eq!(applied.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(client.status().last_error.unwrap().contains("not found"));
+    // The workload appears: the next push compiles and is ACKed.
+    let extra = "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: ghost, namespace: a}\nspec: {address: 127.0.0.1, labels: {app: ghost}}\n";
+    write(
+        dir.path(),
+        "workloads.yaml",
+        &format!(
+            "{}{extra}",
+            workloads(
+                "127.0.0.1:7001".parse().unwrap(),
+                "127.0.0.1:7002".parse().unwrap()
+            )
+        ),
+    );
+    eventually(
+        "ACKed once the workload exists",
+        Duration::from_secs(5),
+        || cp.all_synced(),
+    )
+    .await;
+    assert_eq!(applied.load(std::sync::atomic::Ordering::SeqCst), 1);
+    task.abort();
+    cp.shutdown().await;
+}

@@ -493,8 +493,8 @@ impl ControlClient {
         {
             let mut st = lock(&self.status);
             st.control_plane_id = control_plane_id;
-            st.resources_version = rv.clone();
-            st.endpoints_version = ev.clone();
+            st.resources_version.clone_from(&rv);
+            st.endpoints_version.clone_from(&ev);
             match &result {
                 Ok(_) => {
                     st.applied_version = format!("{rv}/{ev}");
@@ -506,22 +506,30 @@ impl ControlClient {
         if let Err(e) = &result {
             tracing::warn!(resources = %rv, endpoints = %ev, "config from the control plane rejected, the config in force keeps serving: {e}");
         }
-        batch
-            .into_iter()
-            .map(|(ty, version)| ProxyMessage {
-                msg: Some(match &result {
-                    Ok(_) => proxy_message::Msg::Ack(Ack {
+        match &result {
+            // The config in force is compiled from the current version of every type: ACK
+            // them all (a type NACKed earlier is confirmed by the next config that works).
+            Ok(_) => [(ConfigType::Resources, rv), (ConfigType::Endpoints, ev)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(ty, version)| ProxyMessage {
+                    msg: Some(proxy_message::Msg::Ack(Ack {
                         r#type: ty as i32,
                         version,
-                    }),
-                    Err(_) => proxy_message::Msg::Nack(Nack {
+                    })),
+                })
+                .collect(),
+            Err(_) => batch
+                .into_iter()
+                .map(|(ty, version)| ProxyMessage {
+                    msg: Some(proxy_message::Msg::Nack(Nack {
                         r#type: ty as i32,
                         version,
                         error: errors.join("; "),
-                    }),
-                }),
-            })
-            .collect()
+                    })),
+                })
+                .collect(),
+        }
     }
 
     /// Asks the control plane's CA to sign `csr_pem` for this proxy's workload.

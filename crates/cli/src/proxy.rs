@@ -33,13 +33,8 @@ pub struct ProxyArgs {
     #[arg(long = "control-plane", value_name = "ADDR", conflicts_with_all = ["config", "kustomize", "no_watch"])]
     pub control_plane: Option<String>,
 
-    /// Bootstrap token for the control plane.
-    #[arg(
-        long,
-        env = "TRELLIS_TOKEN",
-        hide_env_values = true,
-        requires = "control_plane"
-    )]
+    /// Bootstrap token for the control plane (ignored without --control-plane).
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
     /// Kustomize directories to render.

@@ -30,6 +30,16 @@ pub struct ProxyArgs {
     #[arg(long = "config", short = 'c', value_name = "PATH", num_args = 1..)]
     pub config: Vec<PathBuf>,
 
+    /// Get config from this control plane (`HOST:PORT`, `trellis control-plane`) instead of
+    /// manifests: the proxy compiles what it is sent, keeps serving when the control plane
+    /// is away and resyncs when it is back.
+    #[arg(long = "control-plane", value_name = "ADDR", conflicts_with_all = ["config", "kustomize", "no_watch"])]
+    pub control_plane: Option<String>,
+
+    /// Bootstrap token for the control plane (ignored without --control-plane).
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
     /// Kustomize directories to render.
     #[arg(short = 'k', long = "kustomize", value_name = "DIR")]
     pub kustomize: Vec<PathBuf>,
@@ -109,7 +119,7 @@ pub struct ProxyArgs {
     pub cert_ttl: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| s.split_at(i));
@@ -241,8 +251,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 args.workload
             )
         })?;
-    if args.config.is_empty() && args.kustomize.is_empty() {
-        bail!("no config: give --config PATH (files or directories) or -k DIR");
+    if args.config.is_empty() && args.kustomize.is_empty() && args.control_plane.is_none() {
+        bail!(
+            "no config: give --config PATH (files or directories), -k DIR or --control-plane ADDR"
+        );
     }
     let mut listen_remap = HashMap::new();
     for spec in &args.listen_remap {
@@ -274,6 +286,20 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         access.set(open_access_log(dest)?);
     }
     let log_control = init_logging(&args.log_level, access.clone())?;
+
+    if let Some(cp) = args.control_plane.clone() {
+        let options = RuntimeOptions {
+            listen_remap,
+            bind_ip: args.bind_ip,
+            admin,
+            status,
+            secret_files,
+            drain_timeout: args.drain_timeout,
+            log_control: Some(log_control),
+            ..RuntimeOptions::default()
+        };
+        return run_controlled(&args, cp, ns, name, options, access);
+    }
 
     let source = ManifestSource {
         paths: args.config.clone(),
@@ -403,6 +429,57 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
         drop(reloader);
         proxy.shutdown(args.drain_timeout).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `--control-plane`: config from a control plane (`trellis_proxy::control_client`).
+fn run_controlled(
+    args: &ProxyArgs,
+    control_plane: String,
+    ns: &str,
+    name: &str,
+    options: RuntimeOptions,
+    access: AccessSink,
+) -> anyhow::Result<ExitCode> {
+    use trellis_proxy::control_client::{start_proxy, ControlClientOptions};
+    let mut client = ControlClientOptions::new(control_plane.clone(), ns, name);
+    client.token = args.token.clone().filter(|t| !t.is_empty());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let drain = args.drain_timeout;
+    let access_flag = args.access_log.is_some();
+    runtime.block_on(async move {
+        tracing::info!("waiting for config from the control plane at {control_plane} for {ns}/{name}");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        let controlled = tokio::select! {
+            c = start_proxy(client, options) => c,
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let proxy = controlled.proxy.clone();
+        let config = proxy.config();
+        if !access_flag && !config.mesh.access_log_file.is_empty() {
+            access.set(open_access_log(&config.mesh.access_log_file)?);
+        }
+        let info = proxy.server_info();
+        tracing::info!(node = %info.node_id, version = %info.config_version, "proxy started for {ns}/{name} from the control plane");
+        // Logged once serving: tests wait for this line.
+        if let Some(a) = proxy.admin_addr() {
+            tracing::info!("admin listening on {a}");
+        }
+        if let Some(a) = proxy.status_addr() {
+            tracing::info!("status listening on {a}");
+        }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+            _ = proxy.shutting_down() => {}
+        }
+        controlled.shutdown(drain).await;
         Ok(ExitCode::SUCCESS)
     })
 }

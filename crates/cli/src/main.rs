@@ -6,10 +6,13 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod control_plane;
+mod demo;
+mod explain;
 mod mesh;
 mod proxy;
 mod proxy_config;
 mod proxy_status;
+mod up;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +43,15 @@ enum Command {
     /// (istioctl proxy-config).
     #[command(name = "proxy-config", alias = "pc")]
     ProxyConfig(proxy_config::ProxyConfigArgs),
+    /// Run a whole mesh on this machine (no Kubernetes): gateway, sidecars, apps, stand-ins.
+    /// With no PATH: the bundled Alphintra example.
+    Up(up::UpArgs),
+    /// Run a demo workload of the Alphintra example (what `trellis up` starts).
+    #[command(name = "demo-app")]
+    DemoApp(demo::DemoArgs),
+    /// Explain what the mesh does with one request, step by step, from the manifests: route,
+    /// destinations, DestinationRule, JWT, AuthorizationPolicy, mTLS mode, final status.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +65,9 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => control_plane::run(args),
         Command::ProxyStatus(args) => proxy_status::run(args),
         Command::ProxyConfig(args) => proxy_config::run(args),
+        Command::Up(args) => up::run(args),
+        Command::DemoApp(args) => demo::run(args),
+        Command::Explain(args) => explain::run(args),
     };
     match result {
         Ok(code) => code,

@@ -40,6 +40,8 @@ pub struct Workload<'a> {
     pub service_account: String,
     /// Container ports (number, name).
     pub ports: Vec<(i32, String)>,
+    /// The node a Pod is scheduled on (`spec.nodeName`), when set.
+    pub node_name: Option<String>,
 }
 
 /// The indexed resource set.
@@ -52,6 +54,8 @@ pub struct Context<'a> {
     pub namespaces: HashMap<&'a str, &'a Resource>,
     /// `ns/name` of every Secret that exists or will exist (cert-manager Certificates).
     pub secrets: HashSet<String>,
+    /// Labels of the Nodes in the inputs (topology labels for DestinationRule subsets).
+    pub nodes: HashMap<String, BTreeMap<String, String>>,
     /// Resources grouped by kind, in input order.
     by_kind: HashMap<Kind, Vec<&'a Resource>>,
     /// (namespace, name) -> index in `services`.
@@ -109,6 +113,7 @@ impl<'a> Context<'a> {
                             .and_then(|p| p.service_account_name.clone())
                             .unwrap_or_else(|| "default".into()),
                         ports: pod.map(container_ports).unwrap_or_default(),
+                        node_name: None,
                     });
                 }
                 Object::Pod(p) => {
@@ -121,6 +126,7 @@ impl<'a> Context<'a> {
                             .and_then(|p| p.service_account_name.clone())
                             .unwrap_or_else(|| "default".into()),
                         ports: pod.map(container_ports).unwrap_or_default(),
+                        node_name: pod.and_then(|p| p.node_name.clone()),
                     });
                 }
                 Object::Namespace(_) => {
@@ -154,7 +160,45 @@ impl<'a> Context<'a> {
             workloads,
             namespaces,
             secrets,
+            nodes: HashMap::new(),
             messages: Vec::new(),
+        }
+    }
+
+    /// Records the labels of `v1 Node` objects (a kind Trellis otherwise skips).
+    pub fn add_nodes(&mut self, unrecognized: &[trellis_api::Unrecognized]) {
+        for u in unrecognized {
+            if u.kind != "Node" || u.api_version != "v1" {
+                continue;
+            }
+            let labels = u
+                .raw
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.as_object())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.nodes.insert(u.name.clone(), labels);
+        }
+    }
+
+    /// Whether the Service `ns/name` is visible from `from_ns` under its
+    /// `networking.istio.io/exportTo` annotation (everywhere when unset).
+    pub fn service_visible(&self, svc: &ServiceInfo, from_ns: &str) -> bool {
+        match svc.resource.annotations.get("networking.istio.io/exportTo") {
+            None => true,
+            Some(list) => {
+                let export: Vec<String> = list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                exported_to(&export, svc.namespace, from_ns)
+            }
         }
     }
 
@@ -205,7 +249,9 @@ impl<'a> Context<'a> {
 
     /// Whether `fqdn` names a Kubernetes Service or a ServiceEntry host visible from `from_ns`.
     pub fn host_exists(&self, fqdn: &str, from_ns: &str) -> bool {
-        self.service_by_fqdn(fqdn).is_some() || self.service_entry_for(fqdn, from_ns).is_some()
+        self.service_by_fqdn(fqdn)
+            .is_some_and(|s| self.service_visible(s, from_ns))
+            || self.service_entry_for(fqdn, from_ns).is_some()
     }
 
     /// A ServiceEntry visible from `from_ns` with a host covering `fqdn`.
@@ -224,7 +270,10 @@ impl<'a> Context<'a> {
 
     /// Port numbers a destination host exposes (Service ports or ServiceEntry ports).
     pub fn host_ports(&self, fqdn: &str, from_ns: &str) -> Option<Vec<u32>> {
-        if let Some(s) = self.service_by_fqdn(fqdn) {
+        if let Some(s) = self
+            .service_by_fqdn(fqdn)
+            .filter(|s| self.service_visible(s, from_ns))
+        {
             return Some(s.ports.iter().map(|p| p.port as u32).collect());
         }
         let r = self.service_entry_for(fqdn, from_ns)?;

@@ -45,16 +45,79 @@ pub fn analyze(set: &ResourceSet, mesh: &MeshConfig) -> Vec<Message> {
             m
         })
         .collect();
+    // istioctl analyzes files as if the default ingress gateway (a pod and its Service in the
+    // Istio namespace) were installed, unless the mesh turns ingress off; so does Trellis. They
+    // come first, so a definition in the inputs wins.
+    let mut all = default_resources(mesh);
+    all.extend(set.resources.iter().cloned());
     // The same object defined twice (alternative sample files, re-applied manifests) is one
     // object, as `kubectl apply` would leave it: the last definition wins.
-    let deduped = dedupe_last_wins(&set.resources);
-    let resources = deduped.as_deref().unwrap_or(&set.resources);
+    let deduped = dedupe_last_wins(&all);
+    let resources = deduped.as_deref().unwrap_or(&all);
     let mut cx = Context::new(resources, mesh);
+    cx.add_nodes(&set.unrecognized);
     analyzers::run_all(&mut cx);
-    out.extend(cx.into_messages());
+    // Never report on the assumed default resources themselves.
+    out.extend(cx.into_messages().into_iter().filter(|m| {
+        m.location
+            .as_ref()
+            .is_none_or(|l| &*l.file != DEFAULT_RESOURCES_FILE)
+    }));
     sort_messages(&mut out);
     out.dedup();
     out
+}
+
+/// The pseudo file name of `default_resources`.
+const DEFAULT_RESOURCES_FILE: &str = "<default ingress gateway>";
+
+/// The resources istioctl adds for files-only analysis: the `istio=ingressgateway` pod and the
+/// ingress Service (ports 80, 443, 31400, 15443) in the Istio namespace.
+pub fn default_resources(mesh: &MeshConfig) -> Vec<trellis_api::Resource> {
+    if mesh.ingress_controller_mode == trellis_api::mesh::IngressControllerMode::Off {
+        return Vec::new();
+    }
+    let ns = "istio-system";
+    let svc = &mesh.ingress_service;
+    let text = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    istio: ingressgateway
+  name: {svc}-dummypod
+  namespace: {ns}
+spec:
+  containers:
+  - name: istio-proxy
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {svc}
+  namespace: {ns}
+spec:
+  ports:
+  - {{name: http2, nodePort: 31380, port: 80, protocol: TCP, targetPort: 80}}
+  - {{name: https, nodePort: 31390, port: 443, protocol: TCP, targetPort: 443}}
+  - {{name: tcp, nodePort: 31400, port: 31400, protocol: TCP, targetPort: 31400}}
+  - {{name: tls, nodePort: 31447, port: 15443, protocol: TCP, targetPort: 15443}}
+  selector:
+    istio: ingressgateway
+"
+    );
+    let mut set = ResourceSet::default();
+    set.add_text(
+        DEFAULT_RESOURCES_FILE,
+        &text,
+        &trellis_api::load::LoadOptions::default(),
+    );
+    set.resources
+}
+
+/// Whether a resource is one of `default_resources` (never reported on).
+pub fn is_default_resource(r: &trellis_api::Resource) -> bool {
+    &*r.origin.location.file == DEFAULT_RESOURCES_FILE
 }
 
 fn dedupe_last_wins(resources: &[trellis_api::Resource]) -> Option<Vec<trellis_api::Resource>> {

@@ -90,6 +90,7 @@ message_types! {
     INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140", "IngressRouteRulesNotAffected", Warning;
     INVALID_APPLICATION_UID = "IST0144", "InvalidApplicationUID", Warning;
     CONFLICTING_GATEWAYS = "IST0145", "ConflictingGateways", Error;
+    NAMESPACE_INJECTION_ENABLED_BY_DEFAULT = "IST0148", "NamespaceInjectionEnabledByDefault", Info;
     JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149", "JwtClaimBasedRoutingWithoutRequestAuthN", Error;
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = "IST0150", "ExternalNameServiceTypeInvalidPortName", Warning;
     INVALID_GATEWAY_CREDENTIAL = "IST0161", "InvalidGatewayCredential", Error;

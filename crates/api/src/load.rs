@@ -52,6 +52,10 @@ impl ResourceSet {
     /// Adds documents read from one source.
     pub fn add_documents(&mut self, docs: &[Document], opts: &LoadOptions) {
         for doc in docs {
+            if let Some(items) = list_items(doc) {
+                self.add_documents(&items, opts);
+                continue;
+            }
             match Resource::from_document(doc, &opts.default_namespace) {
                 Ok(Parsed::Resource(r)) => {
                     self.diagnostics
@@ -109,7 +113,45 @@ impl ResourceSet {
         }
     }
 
+    /// Reads a directory tree. Files are parsed in parallel (one contiguous chunk per core);
+    /// results are merged in path order, so output is deterministic.
     fn add_dir(&mut self, dir: &Path, opts: &LoadOptions) {
+        let mut items = Vec::new();
+        self.walk(dir, &mut items);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(items.len().max(1));
+        let load = |item: &DirItem| {
+            let mut part = ResourceSet::default();
+            match item {
+                DirItem::File(p) => part.add_file(p, opts),
+                DirItem::Kustomization(p) => part.add_kustomization(p, opts),
+            }
+            part
+        };
+        let parts: Vec<ResourceSet> = if threads <= 1 {
+            items.iter().map(load).collect()
+        } else {
+            let chunk = items.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = items
+                    .chunks(chunk)
+                    .map(|c| scope.spawn(move || c.iter().map(load).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        };
+        for part in parts {
+            self.extend(part);
+        }
+    }
+
+    /// Lists config files and kustomization directories under `dir`, in path order.
+    fn walk(&mut self, dir: &Path, items: &mut Vec<DirItem>) {
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => return self.io_error(dir, &e),
@@ -125,14 +167,22 @@ impl ResourceSet {
             }
             if p.is_dir() {
                 if kustomize::is_kustomization_dir(&p) {
-                    self.add_kustomization(&p, opts);
+                    items.push(DirItem::Kustomization(p));
                 } else {
-                    self.add_dir(&p, opts);
+                    self.walk(&p, items);
                 }
             } else if is_config_file(&p) {
-                self.add_file(&p, opts);
+                items.push(DirItem::File(p));
             }
         }
+    }
+
+    /// Appends everything another set read.
+    pub fn extend(&mut self, other: ResourceSet) {
+        self.resources.extend(other.resources);
+        self.unrecognized.extend(other.unrecognized);
+        self.diagnostics.extend(other.diagnostics);
+        self.files.extend(other.files);
     }
 
     fn add_file(&mut self, path: &Path, opts: &LoadOptions) {
@@ -164,6 +214,37 @@ impl ResourceSet {
             )),
         );
     }
+}
+
+/// The items of a `v1 List` (`kind: List`, or `*List` with `items`, as kubectl accepts), each
+/// as a document located where it is listed; `None` for any other document.
+fn list_items(doc: &Document) -> Option<Vec<Document>> {
+    let map = doc.value.as_object()?;
+    let kind = map.get("kind")?.as_str()?;
+    let items = map.get("items")?.as_array()?;
+    if !kind.ends_with("List") || map.get("apiVersion").and_then(|v| v.as_str()) != Some("v1") {
+        return None;
+    }
+    Some(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let p = format!("/items/{i}");
+                Document {
+                    value: item.clone(),
+                    spans: std::sync::Arc::new(kustomize::respan(&doc.spans, &p, item)),
+                    location: doc.spans.locate(&p).unwrap_or_else(|| doc.location.clone()),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// One input found while walking a directory.
+enum DirItem {
+    File(PathBuf),
+    Kustomization(PathBuf),
 }
 
 /// `.yaml`, `.yml` and `.json` files are config.
@@ -209,6 +290,20 @@ mod tests {
         assert_eq!(set.diagnostics.len(), 1);
         let loc = set.diagnostics[0].location.as_ref().unwrap();
         assert!(loc.file.ends_with("sub/bad.yaml"), "{loc}");
+    }
+
+    #[test]
+    fn v1_list_items_are_resources() {
+        let mut set = ResourceSet::default();
+        set.add_text(
+            "l.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: b}\n",
+            &LoadOptions::default(),
+        );
+        let names: Vec<_> = set.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(set.resources[1].origin.location.line, 7);
+        assert!(set.unrecognized.is_empty() && set.diagnostics.is_empty());
     }
 
     #[test]

@@ -145,6 +145,8 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Builds one node. `record` stores the node's location under `pointer` (mapping values
+    /// are recorded by their parent at the key's location instead).
     fn node(
         &mut self,
         ev: Event<'a>,
@@ -152,12 +154,25 @@ impl<'a> Builder<'a> {
         pointer: String,
         depth: usize,
     ) -> Result<Value, YamlError> {
+        self.node_at(ev, span, pointer, depth, true)
+    }
+
+    fn node_at(
+        &mut self,
+        ev: Event<'a>,
+        span: &Span,
+        pointer: String,
+        depth: usize,
+        record: bool,
+    ) -> Result<Value, YamlError> {
         if depth > MAX_DEPTH {
             return Err(self.err_at(span, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         self.spend(1, span)?;
-        let l = self.loc(span);
-        self.spans.insert(pointer.clone(), l.line, l.column);
+        if record {
+            let l = self.loc(span);
+            self.spans.insert(pointer.clone(), l.line, l.column);
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.map(|t| t.to_string());
@@ -203,8 +218,15 @@ impl<'a> Builder<'a> {
                     if matches!(kev, Event::MappingEnd) {
                         break;
                     }
-                    let key_value =
-                        self.node(kev, &ksp, format!("{pointer}/\u{0}key"), depth + 1)?;
+                    let key_value = match kev {
+                        Event::Scalar(text, style, _, tag) => {
+                            self.spend(1, &ksp)?;
+                            let tag = tag.map(|t| t.to_string());
+                            resolve_scalar(&text, style, tag.as_deref())
+                                .map_err(|m| self.err_at(&ksp, m))?
+                        }
+                        other => self.node_at(other, &ksp, String::new(), depth + 1, false)?,
+                    };
                     let key = match key_value {
                         Value::String(s) => s,
                         Value::Null => "null".to_string(),
@@ -216,7 +238,7 @@ impl<'a> Builder<'a> {
                     let child = format!("{pointer}/{}", escape_pointer(&key));
                     let kl = self.loc(&ksp);
                     self.spans.insert(child.clone(), kl.line, kl.column);
-                    let value = self.node(vev, &vsp, child, depth + 1)?;
+                    let value = self.node_at(vev, &vsp, child, depth + 1, false)?;
                     if key == "<<" {
                         match value {
                             Value::Object(m) => merged.push(m),

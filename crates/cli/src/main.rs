@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod control_plane;
 mod demo;
 mod explain;
 mod mesh;
 mod proxy;
+mod proxy_config;
+mod proxy_status;
 mod up;
 
 #[derive(Parser)]
@@ -29,6 +32,17 @@ enum Command {
     /// Run a proxy (gateway or sidecar) compiled from manifests on disk, without a control
     /// plane; reloads on SIGHUP and file changes.
     Proxy(proxy::ProxyArgs),
+    /// Run a control plane: serve manifests to proxies (watched, validated, per-proxy
+    /// scoped), sign workload certificates, track sync status.
+    #[command(name = "control-plane")]
+    ControlPlane(control_plane::ControlPlaneArgs),
+    /// Sync status of the proxies connected to a control plane (istioctl proxy-status).
+    #[command(name = "proxy-status", alias = "ps")]
+    ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// The config a proxy runs: listeners, routes, clusters, endpoints, secrets
+    /// (istioctl proxy-config).
+    #[command(name = "proxy-config", alias = "pc")]
+    ProxyConfig(proxy_config::ProxyConfigArgs),
     /// Run a whole mesh on this machine (no Kubernetes): gateway, sidecars, apps, stand-ins.
     /// With no PATH: the bundled Alphintra example.
     Up(up::UpArgs),
@@ -48,6 +62,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::ControlPlane(args) => control_plane::run(args),
+        Command::ProxyStatus(args) => proxy_status::run(args),
+        Command::ProxyConfig(args) => proxy_config::run(args),
         Command::Up(args) => up::run(args),
         Command::DemoApp(args) => demo::run(args),
         Command::Explain(args) => explain::run(args),

@@ -17,7 +17,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, Layer as _};
 use trellis_proxy::reload::{ConfigLoader, ManifestSource, ReloadOptions, Reloader};
 use trellis_proxy::runtime::LogControl;
+use trellis_proxy::security::mesh::RotationOptions;
+use trellis_proxy::security::MeshIdentity;
 use trellis_proxy::tls::SecretFiles;
+use trellis_proxy::upstream::connect::MeshTlsProvider as _;
 use trellis_proxy::{ProxyRuntime, RuntimeOptions};
 
 #[derive(clap::Args, Debug)]
@@ -26,6 +29,16 @@ pub struct ProxyArgs {
     /// kustomization is rendered with kustomize). Repeat or list several.
     #[arg(long = "config", short = 'c', value_name = "PATH", num_args = 1..)]
     pub config: Vec<PathBuf>,
+
+    /// Get config from this control plane (`HOST:PORT`, `trellis control-plane`) instead of
+    /// manifests: the proxy compiles what it is sent, keeps serving when the control plane
+    /// is away and resyncs when it is back.
+    #[arg(long = "control-plane", value_name = "ADDR", conflicts_with_all = ["config", "kustomize", "no_watch"])]
+    pub control_plane: Option<String>,
+
+    /// Bootstrap token for the control plane (ignored without --control-plane).
+    #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 
     /// Kustomize directories to render.
     #[arg(short = 'k', long = "kustomize", value_name = "DIR")]
@@ -88,9 +101,25 @@ pub struct ProxyArgs {
     /// Do not watch the inputs for changes (SIGHUP still reloads).
     #[arg(long = "no-watch")]
     pub no_watch: bool,
+
+    /// Mesh CA directory in Istio's plug-in layout (`ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`); a new root CA is generated there when it holds none.
+    /// The proxy gets its SPIFFE workload certificate from it (renewed at half-life) and
+    /// speaks Istio mTLS: to ISTIO_MUTUAL / auto-mTLS upstreams, and on inbound ports as
+    /// PeerAuthentication says. Without it, mTLS chains refuse every handshake.
+    #[arg(long = "ca-dir", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+
+    /// Trust domain of the workload certificate. Default: the mesh config's `trustDomain`.
+    #[arg(long = "trust-domain", value_name = "DOMAIN", requires = "ca_dir")]
+    pub trust_domain: Option<String>,
+
+    /// Lifetime of workload certificates (`24h` style units: ms, s, m, h).
+    #[arg(long = "cert-ttl", default_value = "24h", value_parser = parse_duration, requires = "ca_dir")]
+    pub cert_ttl: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| s.split_at(i));
@@ -101,7 +130,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
@@ -221,8 +251,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
                 args.workload
             )
         })?;
-    if args.config.is_empty() && args.kustomize.is_empty() {
-        bail!("no config: give --config PATH (files or directories) or -k DIR");
+    if args.config.is_empty() && args.kustomize.is_empty() && args.control_plane.is_none() {
+        bail!(
+            "no config: give --config PATH (files or directories), -k DIR or --control-plane ADDR"
+        );
     }
     let mut listen_remap = HashMap::new();
     for spec in &args.listen_remap {
@@ -254,6 +286,20 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         access.set(open_access_log(dest)?);
     }
     let log_control = init_logging(&args.log_level, access.clone())?;
+
+    if let Some(cp) = args.control_plane.clone() {
+        let options = RuntimeOptions {
+            listen_remap,
+            bind_ip: args.bind_ip,
+            admin,
+            status,
+            secret_files,
+            drain_timeout: args.drain_timeout,
+            log_control: Some(log_control),
+            ..RuntimeOptions::default()
+        };
+        return run_controlled(&args, cp, ns, name, options, access);
+    }
 
     let source = ManifestSource {
         paths: args.config.clone(),
@@ -291,7 +337,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         })
         .flatten()
         .collect();
-    let options = RuntimeOptions {
+    let mut options = RuntimeOptions {
         listen_remap,
         bind_ip: args.bind_ip,
         admin,
@@ -306,6 +352,34 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        if let Some(dir) = &args.ca_dir {
+            let td = args
+                .trust_domain
+                .clone()
+                .unwrap_or_else(|| config.security.trust_domain.clone());
+            let identity = match MeshIdentity::from_local_ca(
+                dir,
+                &td,
+                &config.node.namespace,
+                &config.node.service_account,
+                args.cert_ttl,
+                RotationOptions::default(),
+            )
+            .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("Error: mesh identity: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            tracing::info!(
+                identity = %identity.identity(),
+                ca_dir = %dir.display(),
+                "workload certificate issued by the local mesh CA"
+            );
+            options.mesh_tls = Some(identity);
+        }
         let proxy = match ProxyRuntime::start(config, options) {
             Ok(p) => p,
             Err(e) => {
@@ -359,6 +433,57 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `--control-plane`: config from a control plane (`trellis_proxy::control_client`).
+fn run_controlled(
+    args: &ProxyArgs,
+    control_plane: String,
+    ns: &str,
+    name: &str,
+    options: RuntimeOptions,
+    access: AccessSink,
+) -> anyhow::Result<ExitCode> {
+    use trellis_proxy::control_client::{start_proxy, ControlClientOptions};
+    let mut client = ControlClientOptions::new(control_plane.clone(), ns, name);
+    client.token = args.token.clone().filter(|t| !t.is_empty());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let drain = args.drain_timeout;
+    let access_flag = args.access_log.is_some();
+    runtime.block_on(async move {
+        tracing::info!("waiting for config from the control plane at {control_plane} for {ns}/{name}");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        let controlled = tokio::select! {
+            c = start_proxy(client, options) => c,
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        let proxy = controlled.proxy.clone();
+        let config = proxy.config();
+        if !access_flag && !config.mesh.access_log_file.is_empty() {
+            access.set(open_access_log(&config.mesh.access_log_file)?);
+        }
+        let info = proxy.server_info();
+        tracing::info!(node = %info.node_id, version = %info.config_version, "proxy started for {ns}/{name} from the control plane");
+        // Logged once serving: tests wait for this line.
+        if let Some(a) = proxy.admin_addr() {
+            tracing::info!("admin listening on {a}");
+        }
+        if let Some(a) = proxy.status_addr() {
+            tracing::info!("status listening on {a}");
+        }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+            _ = proxy.shutting_down() => {}
+        }
+        controlled.shutdown(drain).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +512,7 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("5d").is_err());
     }
 }

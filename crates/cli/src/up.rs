@@ -80,9 +80,15 @@ pub struct UpArgs {
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
 
-    /// Run standalone proxies (each compiles the manifests itself) even when this build has a
-    /// control plane.
-    #[arg(long = "no-control-plane", env = "TRELLIS_UP_NO_CONTROL_PLANE")]
+    /// Run proxies from a control plane instead of standalone proxies (each compiles the
+    /// manifests itself and watches them). Off by default: control-plane mode does not yet
+    /// deliver workload certificates to proxies, so the example's STRICT mTLS needs the
+    /// standalone proxies and their shared local CA.
+    #[arg(long = "control-plane")]
+    pub control_plane: bool,
+
+    /// Run standalone proxies (the default; kept for compatibility).
+    #[arg(long = "no-control-plane", hide = true)]
     pub no_control_plane: bool,
 
     /// How long to wait for everything to be ready.
@@ -450,7 +456,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write {}", mesh_file.display()))?;
 
     let mut features = detect_features(&exe);
-    if args.no_control_plane {
+    if args.no_control_plane || !args.control_plane {
         features.control_plane = false;
     }
     let ca_dir = state.join("ca");

@@ -92,10 +92,13 @@ pub fn peer_identity(conn: &CommonState) -> Option<SpiffeId> {
 }
 
 /// Verifies a server's certificate chain against the trust bundle and its SPIFFE id against
-/// the identities expected for the destination.
+/// the identities expected for the destination (or, built with
+/// [`SpiffeServerVerifier::any_in_trust_domain`], any identity of one trust domain).
 pub struct SpiffeServerVerifier {
     bundle: SharedTrustBundle,
     expected: Vec<SpiffeId>,
+    /// Set when any identity of this trust domain is accepted (`expected` is empty then).
+    trust_domain: Option<String>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -117,6 +120,23 @@ impl SpiffeServerVerifier {
         Ok(SpiffeServerVerifier {
             bundle: bundle.into(),
             expected,
+            trust_domain: None,
+            algorithms: provider().signature_verification_algorithms,
+        })
+    }
+
+    /// A verifier accepting servers that chain to `bundle` and present any SPIFFE id of
+    /// `trust_domain`: for destinations whose workload identities are not known (Istio's
+    /// behaviour when a cluster has no `subjectAltNames`, narrowed to the trust domain).
+    pub fn any_in_trust_domain(
+        bundle: impl Into<SharedTrustBundle>,
+        trust_domain: &str,
+    ) -> Result<Self> {
+        crate::spiffe::validate_trust_domain(trust_domain)?;
+        Ok(SpiffeServerVerifier {
+            bundle: bundle.into(),
+            expected: Vec::new(),
+            trust_domain: Some(trust_domain.to_string()),
             algorithms: provider().signature_verification_algorithms,
         })
     }
@@ -131,6 +151,7 @@ impl fmt::Debug for SpiffeServerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpiffeServerVerifier")
             .field("expected", &self.expected)
+            .field("trust_domain", &self.trust_domain)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +176,15 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )
         .map_err(pki_error)?;
         let id = spiffe_id_from_cert(end_entity.as_ref()).map_err(other_error)?;
+        if let Some(td) = &self.trust_domain {
+            if id.trust_domain() != td {
+                tracing::debug!(peer = %id, trust_domain = %td, "server identity outside the trust domain");
+                return Err(other_error(Error::Tls(rustls::Error::General(format!(
+                    "server identity {id} is not in trust domain {td}"
+                )))));
+            }
+            return Ok(ServerCertVerified::assertion());
+        }
         if self.expected.binary_search(&id).is_err() {
             tracing::debug!(peer = %id, expected = ?self.expected, "server identity not expected");
             return Err(other_error(Error::Tls(rustls::Error::General(format!(
@@ -307,6 +337,22 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(certs);
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// Like [`client_config`], with the server verifier given (e.g.
+/// [`SpiffeServerVerifier::any_in_trust_domain`]).
+pub fn client_config_with_verifier(
+    certs: Arc<dyn ResolvesClientCert>,
+    verifier: SpiffeServerVerifier,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(certs);
     config.alpn_protocols = alpn;
     Ok(config)

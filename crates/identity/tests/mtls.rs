@@ -488,3 +488,40 @@ fn empty_expected_set_is_refused() {
     let me = issue(&ca, &id("default", "a"));
     assert!(client_config(me, ca.trust_bundle(), vec![], vec![]).is_err());
 }
+
+#[tokio::test]
+async fn trust_domain_verifier_accepts_any_identity_of_the_domain_only() {
+    use trellis_identity::tls::client_config_with_verifier;
+    let ca = new_ca();
+    let server_id = id("anything", "whoever");
+    let server = Server::bind(
+        server_config(
+            issue(&ca, &server_id),
+            ca.trust_bundle(),
+            ClientAuth::Required,
+            vec![],
+        )
+        .unwrap(),
+    )
+    .await;
+    let me = issue(&ca, &id("default", "a"));
+    let ok = client_config_with_verifier(
+        me.clone(),
+        SpiffeServerVerifier::any_in_trust_domain(ca.trust_bundle(), "cluster.local").unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let (s, c) = tokio::join!(server.accept(), connect(server.addr, ok, SNI));
+    assert!(s.is_ok() && c.is_ok(), "{s:?} {c:?}");
+
+    let other_domain = client_config_with_verifier(
+        me,
+        SpiffeServerVerifier::any_in_trust_domain(ca.trust_bundle(), "example.org").unwrap(),
+        vec![],
+    )
+    .unwrap();
+    let (_, c) = tokio::join!(server.accept(), connect(server.addr, other_domain, SNI));
+    let msg = c.expect_err("another trust domain").to_string();
+    assert!(msg.contains("not in trust domain example.org"), "{msg}");
+    assert!(SpiffeServerVerifier::any_in_trust_domain(ca.trust_bundle(), "bad domain/").is_err());
+}

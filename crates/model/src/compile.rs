@@ -105,7 +105,10 @@ pub fn compile(
         ProxyKind::Gateway => cx.build_gateway()?,
         ProxyKind::Sidecar => cx.build_sidecar()?,
     }
-    Ok(cx.finish(version))
+    let security = cx.build_security();
+    let mut config = cx.finish(version);
+    config.security = security;
+    Ok(config)
 }
 
 /// A VirtualService with its hosts and gateways resolved.
@@ -353,6 +356,7 @@ impl<'a> Compiler<'a> {
             clusters: self.clusters,
             endpoints: self.endpoints,
             secrets: self.secrets,
+            security: Default::default(),
             warnings: self.warnings.into_iter().collect(),
         }
     }

@@ -58,6 +58,9 @@ pub struct ProxyConfig {
     pub endpoints: BTreeMap<String, Arc<ClusterEndpoints>>,
     /// TLS certificates by secret name (gateway `credentialName`, files).
     pub secrets: BTreeMap<String, Arc<TlsSecret>>,
+    /// Authentication and authorization: AuthorizationPolicies, RequestAuthentication rules,
+    /// PeerAuthentication modes, path normalization, ext-authz providers, app probes.
+    pub security: crate::security::SecurityConfig,
     /// Problems found while compiling that did not stop it (a credential Secret that is not in
     /// the resources, conflicting gateway servers, unsupported fields). Sorted, deduplicated.
     pub warnings: Vec<String>,

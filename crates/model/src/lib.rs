@@ -18,4 +18,5 @@ pub mod peer_authn;
 pub mod registry;
 pub mod route;
 pub mod routes;
+pub mod security;
 pub mod sidecar;

@@ -532,10 +532,16 @@ fn bookinfo_productpage_sidecar() {
         forward(&ivh.routes[0]),
         vec![("inbound|9080||".into(), 100)]
     );
+    // The mesh-wide PeerAuthentication is STRICT: only mTLS chains, passthrough included.
     assert_eq!(
         inbound.filter_chains.last().unwrap().name,
-        "InboundPassthroughCluster"
+        "InboundPassthroughCluster|mtls"
     );
+    assert_eq!(inbound.filter_chains[0].name, "inbound|9080|mtls");
+    assert!(inbound
+        .filter_chains
+        .iter()
+        .all(|c| c.filter_match.tls_only && c.tls.is_some()));
 }
 
 #[test]
@@ -595,9 +601,21 @@ fn httpbin_mirror_and_circuit_breaker() {
     let ports: Vec<_> = inbound
         .filter_chains
         .iter()
-        .filter_map(|ch| ch.filter_match.destination_port)
+        .filter_map(|ch| Some((ch.filter_match.destination_port?, ch.name.as_str())))
         .collect();
-    assert_eq!(ports, vec![8080, 9102]);
+    // httpbin's own PeerAuthentication: STRICT, except PERMISSIVE on 9102.
+    assert_eq!(
+        ports,
+        vec![
+            (8080, "inbound|8080|mtls"),
+            (9102, "inbound|9102|mtls"),
+            (9102, "inbound|9102|plaintext")
+        ]
+    );
+    assert_eq!(
+        c.security.inbound_ports[&8080].source,
+        "workload PeerAuthentication httpbin/httpbin"
+    );
 }
 
 #[test]
@@ -1305,6 +1323,7 @@ spec: {address: 127.0.0.9, labels: {app: caller}, serviceAccount: caller}
     let chains: Vec<_> = inbound
         .filter_chains
         .iter()
+        .filter(|ch| ch.filter_match.plaintext_only)
         .map(|ch| {
             (
                 ch.filter_match.destination_port,
@@ -1630,4 +1649,151 @@ fn every_shipped_manifest_compiles_for_every_workload() {
         }
     }
     assert!(compiled > 50, "{compiled}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security (ProxyConfig::security)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn alphintra_gateway_security_policies() {
+    use trellis_model::authz::{AuthzRequest, DecisionReason};
+    let res = load_dir(ALPHINTRA, "");
+    let c = compile_for(&res, "istio-system/istio-ingressgateway");
+    let sec = &c.security;
+    assert_eq!(
+        sec.identity,
+        "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    );
+    // The gateway's RequestAuthentication and AuthorizationPolicy select it by its labels.
+    assert_eq!(sec.jwt.rules.len(), 1);
+    assert_eq!(sec.jwt.rules[0].issuer, "https://auth.alphintra.com");
+    let h = HeaderMap::new();
+    let anon = |path| {
+        let d = sec
+            .authz
+            .evaluate(&AuthzRequest::http(&h, "GET", "api.alphintra.com", path));
+        (d.allowed, d.to_string())
+    };
+    assert_eq!(
+        anon("/health"),
+        (
+            true,
+            "allowed by ALLOW policy istio-system/gateway-authz rule 0".into()
+        )
+    );
+    assert_eq!(
+        anon("/api/orders"),
+        (
+            false,
+            "denied: no ALLOW policy matched (istio-system/gateway-authz)".into()
+        )
+    );
+    let claims = serde_json::json!({"iss": "https://auth.alphintra.com", "sub": "u1"});
+    let d = sec.authz.evaluate(&AuthzRequest {
+        request_principal: Some("https://auth.alphintra.com/u1"),
+        claims: Some(&claims),
+        ..AuthzRequest::http(&h, "GET", "api.alphintra.com", "/api/orders")
+    });
+    assert!(matches!(d.reason, DecisionReason::Allowed(r) if r.rule == 1));
+    // Gateways do not apply PeerAuthentication to their listeners.
+    assert!(sec.inbound_ports.is_empty());
+    // Trellis's default normalization.
+    assert_eq!(
+        sec.path_normalization.level,
+        trellis_model::normalize::Normalization::DecodeAndMergeSlashes
+    );
+    // Serialized for /config_dump.
+    let dump = serde_json::to_value(&c).unwrap();
+    assert!(
+        dump["security"]["authz"].is_object(),
+        "{}",
+        dump["security"]
+    );
+}
+
+#[test]
+fn alphintra_sidecar_is_strict_with_probes() {
+    let res = load_dir(ALPHINTRA, "");
+    let c = compile_for(&res, "alphintra/auth-service");
+    let sec = &c.security;
+    assert_eq!(
+        sec.inbound_ports[&8080].mode,
+        trellis_api::security::MtlsMode::Strict
+    );
+    assert_eq!(
+        sec.inbound_ports[&8080].source,
+        "mesh-wide PeerAuthentication istio-system/default"
+    );
+    let inbound = listener(&c, "virtualInbound");
+    assert!(inbound
+        .filter_chains
+        .iter()
+        .all(|ch| ch.filter_match.tls_only
+            && ch
+                .tls
+                .as_ref()
+                .is_some_and(trellis_model::security::is_mesh_tls)));
+    let probe = &sec.probes["auth-service/readyz"];
+    assert_eq!(
+        (probe.port, probe.path.as_str()),
+        (8080, "/actuator/health")
+    );
+    assert!(sec.probes.contains_key("auth-service/livez"));
+    assert_eq!(
+        sec.audiences,
+        vec!["auth-service.alphintra.svc.cluster.local".to_string()]
+    );
+}
+
+#[test]
+fn ext_authz_provider_gets_a_cluster() {
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: app, labels: {app: web}}
+spec: {containers: [{name: web, image: x, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: authz, namespace: authz}
+spec:
+  selector: {app: authz}
+  ports: [{name: http, port: 9000}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: app}
+spec:
+  action: CUSTOM
+  provider: {name: my-authz}
+  rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"#;
+    let res = load(yaml);
+    let mesh = MeshConfig {
+        extension_providers: serde_json::from_value(serde_json::json!([{
+            "name": "my-authz",
+            "envoyExtAuthzHttp": {
+                "service": "authz.authz.svc.cluster.local",
+                "port": 9000,
+                "pathPrefix": "/check",
+                "headersToUpstreamOnAllow": ["X-User"],
+                "includeRequestHeadersInCheck": ["Authorization", "cookie"]
+            }
+        }]))
+        .unwrap(),
+        ..MeshConfig::default()
+    };
+    let c = compile_with(&res, &mesh, "app/web");
+    let p = &c.security.ext_authz["my-authz"];
+    assert_eq!(p.cluster, "outbound|9000||authz.authz.svc.cluster.local");
+    assert!(c.clusters.contains_key(&p.cluster));
+    assert_eq!(p.path_prefix, "/check");
+    assert_eq!(p.headers_to_upstream_on_allow, vec!["x-user".to_string()]);
+    assert_eq!(
+        p.include_request_headers,
+        vec!["authorization".to_string(), "cookie".to_string()]
+    );
+    assert!(!p.fail_open);
+    assert_eq!(p.status_on_error, 403);
 }

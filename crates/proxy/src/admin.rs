@@ -1,5 +1,12 @@
-//! The admin server (Envoy's `15000`, loopback by default) and the readiness-only status
-//! server (Istio's `15021`), so probes never need the admin port.
+//! The admin server (Envoy's `15000`, loopback by default) and the status server (Istio's
+//! `15020`/`15021`): readiness, and the application's HTTP probes rewritten for mTLS, so
+//! probes never need the admin port and keep working under PeerAuthentication STRICT.
+//!
+//! Status endpoints:
+//! - `GET /healthz/ready`, `/ready`: the proxy's readiness.
+//! - `GET /app-health/<container>/{livez,readyz,startupz}`: the container's `httpGet` probe
+//!   (from the workload's Pod/Deployment, `SecurityConfig::probes`) sent by the proxy to
+//!   `127.0.0.1:<port><path>`; the app's status is returned (connection failure: 500).
 //!
 //! Admin endpoints:
 //! - `GET /ready`, `/healthz/ready`: `200 LIVE` once listeners are bound and a config is
@@ -50,9 +57,17 @@ pub async fn serve(socket: TcpListener, proxy: RunningProxy, port: Port) {
         let proxy = proxy.clone();
         let mut stop = hard_stop.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(req, &proxy, port)) }
+                async move {
+                    if port == Port::Status {
+                        if let Some(probe) = req.uri().path().strip_prefix("/app-health/") {
+                            let probe = probe.to_string();
+                            return Ok::<_, Infallible>(app_health(&probe, &proxy).await);
+                        }
+                    }
+                    Ok::<_, Infallible>(route(req, &proxy, port))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -63,6 +78,63 @@ pub async fn serve(socket: TcpListener, proxy: RunningProxy, port: Port) {
                 _ = crate::runtime::signalled(&mut stop) => {}
             }
         });
+    }
+}
+
+/// `/app-health/<container>/<kind>`: runs the application's probe against the app on
+/// loopback and returns its status.
+async fn app_health(probe: &str, proxy: &RunningProxy) -> Response<Full<Bytes>> {
+    let config = proxy.config();
+    let Some(p) = config.security.probes.get(probe) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no application probe {probe:?}\n"),
+        );
+    };
+    if !p.scheme.eq_ignore_ascii_case("HTTP") {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("probe {probe:?}: only HTTP probes are rewritten\n"),
+        );
+    }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], p.port));
+    let call = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let mut req = Request::get(p.path.as_str())
+            .header(header::HOST, format!("127.0.0.1:{}", p.port))
+            .header(header::USER_AGENT, "trellis-probe");
+        for (k, v) in &p.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(resp.status())
+    };
+    match tokio::time::timeout(p.timeout, call).await {
+        Ok(Ok(status)) => text(status, format!("{}\n", status.as_u16())),
+        Ok(Err(e)) => {
+            tracing::debug!(probe, %addr, "application probe failed: {e}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("probe {probe:?} to {addr}{}: {e}\n", p.path),
+            )
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "probe {probe:?} to {addr}{}: timed out after {:?}\n",
+                p.path, p.timeout
+            ),
+        ),
     }
 }
 
@@ -124,7 +196,7 @@ fn route(req: Request<Incoming>, proxy: &RunningProxy, port: Port) -> Response<F
             "/healthz/ready" | "/ready" => ready(proxy),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the status port serves /healthz/ready\n",
+                "not found: the status port serves /healthz/ready and /app-health/<container>/<livez|readyz|startupz>\n",
             ),
         };
     }

@@ -10,11 +10,14 @@
 //!   circuit breaking, outlier detection.
 //! - `tcp`: raw TCP and TLS passthrough forwarding.
 //! - `admin`: config dump, readiness, server info, shutdown; the status (readiness) port.
+//! - `control_client`: control-plane mode: resources pushed by a control plane -> compile ->
+//!   apply, ACK/NACK, reconnect with backoff.
 //! - `reload`: standalone mode: manifests -> compile -> apply, on SIGHUP and file changes.
 //!
 //! Decisions (route matching, compile) live in `trellis-model`; this crate does the I/O.
 
 pub mod admin;
+pub mod control_client;
 pub mod http;
 pub mod listener;
 pub mod reload;
@@ -53,5 +56,6 @@ pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
         clusters: Default::default(),
         endpoints: Default::default(),
         secrets: Default::default(),
+        security: Default::default(),
     }
 }

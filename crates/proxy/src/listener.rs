@@ -164,13 +164,17 @@ impl ListenerPlan {
             Detected::Skipped | Detected::Plaintext => (false, None),
             Detected::Tls(hello) => (true, hello.sni.as_deref()),
         };
+        // Envoy's order: the destination port first. When some chain names the port, only
+        // those chains are considered (so a plaintext connection to a STRICT mTLS port never
+        // falls through to a port-less passthrough chain); otherwise the port-less chains.
+        let port_specific = self.names_port(dest_port);
         let candidates = || {
             self.chains.iter().filter(move |c| {
                 c.accepts_transport(tls)
-                    && c.chain
-                        .filter_match
-                        .destination_port
-                        .is_none_or(|p| p == dest_port)
+                    && match c.chain.filter_match.destination_port {
+                        Some(p) => p == dest_port,
+                        None => !port_specific,
+                    }
             })
         };
         if let Some(sni) = sni {
@@ -201,6 +205,33 @@ impl ListenerPlan {
             let names = &c.chain.filter_match.server_names;
             names.is_empty() || names.iter().any(|n| n == "*")
         })
+    }
+}
+
+impl ListenerPlan {
+    /// Whether some chain is for destination port `port` only.
+    fn names_port(&self, port: u16) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.chain.filter_match.destination_port == Some(port))
+    }
+
+    /// Why no chain takes a connection, when the answer is a policy (mutual TLS required).
+    fn refusal(&self, detected: &Detected, dest_port: u16) -> Option<&'static str> {
+        let plaintext = !matches!(detected, Detected::Tls(_));
+        let port_specific = self.names_port(dest_port);
+        let for_port = |c: &&ChainPlan| match c.chain.filter_match.destination_port {
+            Some(p) => p == dest_port,
+            None => !port_specific,
+        };
+        let mesh_only = self.chains.iter().filter(for_port).all(|c| {
+            c.chain
+                .tls
+                .as_ref()
+                .is_some_and(trellis_model::security::is_mesh_tls)
+        });
+        (plaintext && mesh_only && self.chains.iter().any(|c| for_port(&c)))
+            .then_some("plaintext connection refused: the port accepts only mutual TLS (PeerAuthentication STRICT)")
     }
 }
 
@@ -255,7 +286,17 @@ pub async fn serve<D: Dispatch>(
         }
     };
     let Some(chain) = plan.select(&detected, local_addr.port()) else {
-        tracing::debug!(listener = %plan.name, peer = %peer_addr, ?detected, "no filter chain matches the connection (NR)");
+        match plan.refusal(&detected, local_addr.port()) {
+            Some(why) => tracing::info!(
+                listener = %plan.name,
+                peer = %peer_addr,
+                port = local_addr.port(),
+                "{why}"
+            ),
+            None => {
+                tracing::debug!(listener = %plan.name, peer = %peer_addr, ?detected, "no filter chain matches the connection (NR)")
+            }
+        }
         return;
     };
     let sni = match &detected {
@@ -264,13 +305,20 @@ pub async fn serve<D: Dispatch>(
     };
     let mut conn = ConnectionInfo {
         listener: plan.name.clone(),
-        listener_port: plan.config_address.port(),
+        // A chain for one destination port (`virtualInbound`) serves that port: routing and
+        // authorization see it, not the capture listener's.
+        listener_port: chain
+            .chain
+            .filter_match
+            .destination_port
+            .unwrap_or(plan.config_address.port()),
         local_addr,
         peer_addr,
         route_table: chain.route_table.clone(),
         scheme: Scheme::Http,
         sni,
         peer_identity: None,
+        peer_cert_sha256: None,
     };
     tracing::trace!(listener = %plan.name, peer = %peer_addr, chain = %chain.chain.name, "filter chain selected");
 
@@ -282,8 +330,17 @@ pub async fn serve<D: Dispatch>(
         None => handle(&*dispatch, stream, conn, &chain.chain.handler, state).await,
         Some(tls) => {
             let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream);
+            let mesh = chain
+                .chain
+                .tls
+                .as_ref()
+                .is_some_and(trellis_model::security::is_mesh_tls);
             let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(e)) if mesh => {
+                    tracing::info!(listener = %plan.name, peer = %peer_addr, chain = %chain.chain.name, "mutual TLS handshake failed (a client certificate from the mesh CA is required): {e}");
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(listener = %plan.name, peer = %peer_addr, sni = ?conn.sni, "TLS handshake failed: {e}");
                     return;
@@ -294,7 +351,9 @@ pub async fn serve<D: Dispatch>(
                 }
             };
             conn.scheme = Scheme::Https;
-            conn.peer_identity = crate::tls::peer_spiffe_id(tls_stream.get_ref().1);
+            let session = tls_stream.get_ref().1;
+            conn.peer_identity = crate::tls::peer_spiffe_id(session);
+            conn.peer_cert_sha256 = crate::tls::peer_cert_sha256(session);
             handle(&*dispatch, tls_stream, conn, &chain.chain.handler, state).await
         }
     }

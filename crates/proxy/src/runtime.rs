@@ -23,10 +23,13 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use trellis_model::config::{ChainHandler, ProxyConfig};
+use trellis_model::security::is_mesh_tls;
 
 use crate::listener::{self, ChainPlan, Dispatch, Engine, ListenerPlan};
+use crate::security::{JwksCache, SecurityRuntime};
 use crate::state::ProxyState;
 use crate::tls::{load_compiled_file_secrets, merge_secret_files, SecretFiles, ServerConfigCache};
+use crate::upstream::connect::MeshTlsProvider;
 
 /// Changes the log filter at runtime (admin `/logging?level=`); returns the filter in force.
 pub type LogControl = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
@@ -49,6 +52,11 @@ pub struct RuntimeOptions {
     /// How long a listener that chooses chains by the first bytes waits for them.
     pub detect_timeout: Duration,
     pub log_control: Option<LogControl>,
+    /// The proxy's mesh identity (mTLS to upstreams, inbound mesh mTLS chains); `None` for a
+    /// proxy outside the mesh CA (mesh chains then refuse every handshake).
+    pub mesh_tls: Option<Arc<dyn MeshTlsProvider>>,
+    /// Remote JWKS cache (default: `JwksCache::default()`); kept for the process lifetime.
+    pub jwks: Option<JwksCache>,
 }
 
 impl Default for RuntimeOptions {
@@ -62,6 +70,8 @@ impl Default for RuntimeOptions {
             drain_timeout: Duration::from_secs(5),
             detect_timeout: Duration::from_secs(15),
             log_control: None,
+            mesh_tls: None,
+            jwks: None,
         }
     }
 }
@@ -118,7 +128,10 @@ impl ProxyRuntime {
     ) -> Result<RunningProxy, StartError> {
         let handle = tokio::runtime::Handle::current();
         let node_id = config.node.id.clone();
-        let state = ProxyState::new(config.clone());
+        let state = ProxyState::with_jwks(config.clone(), options.jwks.clone().unwrap_or_default());
+        if let Some(m) = &options.mesh_tls {
+            let _ = state.mesh_tls.set(m.clone());
+        }
         let shared = Arc::new(Shared {
             state,
             conns: Arc::new(ConnTracker::default()),
@@ -308,6 +321,14 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A validated config, ready to commit.
+struct Ready {
+    config: Arc<ProxyConfig>,
+    security: Arc<SecurityRuntime>,
+    listeners: Vec<Prepared>,
+    tls: ServerConfigCache,
+}
+
 /// A listener of the new config, ready to commit.
 struct Prepared {
     key: ListenerKey,
@@ -326,9 +347,8 @@ impl RunningProxy {
             if matches!(*self.inner.phase.borrow(), Phase::Draining | Phase::Stopped) {
                 Err(vec!["the proxy is shutting down".to_string()])
             } else {
-                self.prepare(new, &applied).map(|(config, listeners, tls)| {
-                    self.commit(&mut applied, config, listeners, tls)
-                })
+                self.prepare(new, &applied)
+                    .map(|p| self.commit(&mut applied, p))
             }
         };
         match result {
@@ -367,12 +387,10 @@ impl RunningProxy {
         lock(&self.inner.status).last_error = None;
     }
 
-    fn prepare(
-        &self,
-        mut config: ProxyConfig,
-        applied: &Applied,
-    ) -> Result<(ProxyConfig, Vec<Prepared>, ServerConfigCache), Vec<String>> {
+    fn prepare(&self, mut config: ProxyConfig, applied: &Applied) -> Result<Ready, Vec<String>> {
         let opts = &self.inner.options;
+        let mesh_tls = self.inner.shared.state.mesh_tls.get();
+        let mut no_identity: Vec<String> = Vec::new();
         let mut problems = Vec::new();
         if let Err(e) = load_compiled_file_secrets(&mut config.secrets) {
             problems.extend(e);
@@ -422,6 +440,16 @@ impl RunningProxy {
                 }
                 let server_config = match &chain.tls {
                     None => None,
+                    Some(t) if is_mesh_tls(t) => {
+                        let http = matches!(chain.handler, ChainHandler::Http(_));
+                        Some(match mesh_tls {
+                            Some(m) => m.server_config(http),
+                            None => {
+                                no_identity.push(format!("{}/{}", l.name, chain.name));
+                                crate::security::mesh::no_identity_server_config()
+                            }
+                        })
+                    }
                     Some(t) => {
                         let http = matches!(chain.handler, ChainHandler::Http(_));
                         match tls.get_or_build(t, http, &config.secrets, &applied.tls) {
@@ -476,17 +504,35 @@ impl RunningProxy {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok((config, prepared, tls))
+        if !no_identity.is_empty() {
+            tracing::warn!(
+                chains = %no_identity.join(", "),
+                "{} filter chain(s) terminate mesh mTLS but this proxy has no mesh identity \
+                 (start it with --ca-dir): their TLS handshakes fail; plaintext chains still serve",
+                no_identity.len()
+            );
+        }
+        let config = Arc::new(config);
+        let security = Arc::new(SecurityRuntime::new(
+            config.clone(),
+            &self.inner.shared.state.jwks,
+        ));
+        Ok(Ready {
+            config,
+            security,
+            listeners: prepared,
+            tls,
+        })
     }
 
-    fn commit(
-        &self,
-        applied: &mut Applied,
-        config: ProxyConfig,
-        listeners: Vec<Prepared>,
-        tls: ServerConfigCache,
-    ) {
-        self.inner.shared.state.config.store(Arc::new(config));
+    fn commit(&self, applied: &mut Applied, ready: Ready) {
+        let Ready {
+            config,
+            security,
+            listeners,
+            tls,
+        } = ready;
+        self.inner.shared.state.install(config, security);
         let mut next = HashMap::with_capacity(listeners.len());
         for p in listeners {
             let plan = Arc::new(p.plan);

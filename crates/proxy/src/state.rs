@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use trellis_model::config::{ProxyConfig, Scheme};
 
+use crate::security::{JwksCache, SecurityRuntime};
 use crate::upstream::connect::MeshTlsProvider;
 use crate::upstream::Upstreams;
 
@@ -15,11 +16,18 @@ pub struct ProxyState {
     /// The config in force. Readers `load()` it once per request; a reload `store()`s a new one
     /// without disturbing requests in flight.
     pub config: ArcSwap<ProxyConfig>,
+    /// The security runtime of the config in force (JWT authenticator), with that config:
+    /// requests load this once and use its `config`, so routing and policies always come
+    /// from the same snapshot.
+    pub security: ArcSwap<SecurityRuntime>,
+    /// Remote JWKS, shared by every config snapshot (keys survive reloads).
+    pub jwks: JwksCache,
     /// Runtime state of clusters (pools, LB, outlier ejections), keyed by cluster name.
     pub upstreams: Upstreams,
-    /// Client TLS for Istio mutual TLS to upstreams (`UpstreamTls::IstioMutual`), installed
-    /// once by the identity layer. Until then such clusters are dialled in plaintext (with a
-    /// warning per cluster).
+    /// The proxy's mesh identity: client TLS for Istio mutual TLS to upstreams
+    /// (`UpstreamTls::IstioMutual`) and server TLS for inbound mesh mTLS chains, installed once
+    /// (`RuntimeOptions::mesh_tls`). Without one, such clusters are dialled in plaintext (with
+    /// a warning per cluster) and mesh mTLS chains refuse every handshake.
     pub mesh_tls: OnceLock<Arc<dyn MeshTlsProvider>>,
     /// Set when the proxy starts draining (shutdown): connections should finish the request
     /// in flight and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
@@ -28,8 +36,17 @@ pub struct ProxyState {
 
 impl ProxyState {
     pub fn new(config: ProxyConfig) -> Arc<Self> {
+        Self::with_jwks(config, JwksCache::default())
+    }
+
+    /// A state whose remote key sets are fetched by `jwks`.
+    pub fn with_jwks(config: ProxyConfig, jwks: JwksCache) -> Arc<Self> {
+        let config = Arc::new(config);
+        let security = SecurityRuntime::new(config.clone(), &jwks);
         Arc::new(ProxyState {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::new(config),
+            security: ArcSwap::from_pointee(security),
+            jwks,
             upstreams: Upstreams::default(),
             mesh_tls: OnceLock::new(),
             drain: Drain::default(),
@@ -40,7 +57,15 @@ impl ProxyState {
     /// kept, the rest is dropped (in-flight requests finish on what they hold).
     pub fn swap(&self, config: ProxyConfig) {
         self.upstreams.sync(&config);
-        self.config.store(Arc::new(config));
+        let config = Arc::new(config);
+        let security = Arc::new(SecurityRuntime::new(config.clone(), &self.jwks));
+        self.install(config, security);
+    }
+
+    /// Makes `config` (and its security runtime, built for it) the one in force.
+    pub fn install(&self, config: Arc<ProxyConfig>, security: Arc<SecurityRuntime>) {
+        self.config.store(config);
+        self.security.store(security);
     }
 }
 
@@ -63,6 +88,9 @@ pub struct ConnectionInfo {
     pub sni: Option<String>,
     /// SPIFFE identity of the peer (mTLS), when known.
     pub peer_identity: Option<String>,
+    /// SHA-256 of the peer's leaf certificate (DER), lowercase hex, when it sent one
+    /// (`x-forwarded-client-cert` `Hash=`).
+    pub peer_cert_sha256: Option<Arc<str>>,
 }
 
 impl ConnectionInfo {

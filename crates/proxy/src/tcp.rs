@@ -51,7 +51,55 @@ pub async fn proxy_tcp<IO>(
         );
         return;
     };
+    if !authorized(&conn, &state) {
+        log_tcp(
+            &conn,
+            Flags::from(Flag::RBAC),
+            0,
+            0,
+            Instant::now(),
+            None,
+            None,
+            None,
+        );
+        return;
+    }
     forward(io, &conn, &route.clusters, &route.origin, &[], state).await;
+}
+
+/// AuthorizationPolicy on a TCP connection (Istio's TCP semantics: rules needing HTTP
+/// attributes are dropped from ALLOW policies and widen DENY ones). CUSTOM (ext-authz over
+/// HTTP) cannot judge a TCP connection: denied.
+fn authorized(conn: &ConnectionInfo, state: &ProxyState) -> bool {
+    use trellis_model::authz::{AuthzRequest, Outcome};
+    let security = state.security.load();
+    let authz = &security.config.security.authz;
+    if authz.is_empty() || !crate::http::security::enforces_policies(&security.config, conn) {
+        return true;
+    }
+    let headers = http::HeaderMap::new();
+    let req = AuthzRequest {
+        source_principal: conn.peer_identity.as_deref(),
+        source_ip: Some(conn.peer_addr.ip()),
+        destination_ip: Some(conn.local_addr.ip()),
+        destination_port: Some(conn.listener_port),
+        sni: conn.sni.as_deref(),
+        ..AuthzRequest::tcp(&headers)
+    };
+    let decision = authz.evaluate(&req);
+    if decision.outcome() == Outcome::Allow {
+        tracing::debug!(target: "trellis::authz", listener = %conn.listener, peer = %conn.peer_addr, "TCP connection: {decision}");
+        return true;
+    }
+    tracing::info!(
+        target: "trellis::authz",
+        listener = %conn.listener,
+        peer = %conn.peer_addr,
+        principal = ?conn.peer_identity,
+        port = conn.listener_port,
+        "TCP connection closed: {decision}"
+    );
+    false
 }
 
 /// Forwards a TLS connection untouched, routed by SNI (`server_names` exact or `*.suffix`).

@@ -332,6 +332,19 @@ pub fn peer_spiffe_id(conn: &rustls::ServerConnection) -> Option<String> {
         .find(|s| s.starts_with("spiffe://"))
 }
 
+/// SHA-256 of the peer's leaf certificate (DER), lowercase hex.
+pub fn peer_cert_sha256(conn: &rustls::ServerConnection) -> Option<Arc<str>> {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let leaf = conn.peer_certificates()?.first()?;
+    let digest = sha2::Sha256::digest(leaf.as_ref());
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Some(hex.into())
+}
+
 /// Client certificate verification plus Istio's `subjectAltNames`: the client certificate
 /// must carry one of `allowed` among its SANs.
 #[derive(Debug)]

@@ -41,6 +41,7 @@ fn conn_info(sock: &TcpStream, peer: SocketAddr) -> ConnectionInfo {
         scheme: Scheme::Http,
         sni: None,
         peer_identity: None,
+        peer_cert_sha256: None,
     }
 }
 

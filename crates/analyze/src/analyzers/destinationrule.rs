@@ -63,15 +63,31 @@ pub fn hosts_and_subsets(cx: &mut Context) {
         for (i, subset) in dr.subsets.iter().enumerate() {
             let mut sel = svc.selector.clone();
             sel.extend(subset.labels.clone());
-            // Topology labels are set by Kubernetes on nodes, not pods: skip them.
-            if subset.labels.keys().any(|k| k.starts_with("topology.")) {
-                continue;
-            }
-            if cx
-                .workloads_matching(Some(svc.namespace), &sel)
-                .next()
-                .is_none()
-            {
+            let topology = subset.labels.keys().any(|k| k.starts_with("topology."));
+            let selects = cx
+                .workloads
+                .iter()
+                .filter(|w| w.namespace == svc.namespace)
+                .filter(|w| {
+                    !topology
+                        || w.node_name
+                            .as_ref()
+                            .is_some_and(|n| cx.nodes.contains_key(n))
+                })
+                .any(|w| {
+                    let labels = augmented_labels(cx, w);
+                    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                });
+            // Topology labels come from the pod's Node: without the Node in the inputs, a subset
+            // selecting by topology cannot be checked.
+            let unknown = topology
+                && !cx.workloads.iter().any(|w| {
+                    w.namespace == svc.namespace
+                        && w.node_name
+                            .as_ref()
+                            .is_some_and(|n| cx.nodes.contains_key(n))
+                });
+            if !selects && !unknown {
                 reports.push((
                     messages::DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
                     r,
@@ -89,10 +105,36 @@ pub fn hosts_and_subsets(cx: &mut Context) {
     }
 }
 
-fn lacks_verification(tls: &ClientTLSSettings) -> bool {
+/// TLS origination without a CA to verify the server. A `credentialName` supplies one only
+/// when the rule has a workloadSelector (sidecars read credentials only then), as Istio checks.
+/// A workload's labels as Istio sees them: the pod's labels plus the locality labels of its
+/// Node (region, zone, subzone when set) and its hostname.
+fn augmented_labels(
+    cx: &Context,
+    w: &crate::context::Workload,
+) -> std::collections::BTreeMap<String, String> {
+    let mut labels = w.labels.clone();
+    if let Some(node) = w.node_name.as_ref() {
+        if let Some(n) = cx.nodes.get(node) {
+            for k in [
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone",
+                "topology.istio.io/subzone",
+            ] {
+                if let Some(v) = n.get(k).filter(|v| !v.is_empty()) {
+                    labels.insert(k.to_string(), v.clone());
+                }
+            }
+        }
+        labels.insert("kubernetes.io/hostname".to_string(), node.clone());
+    }
+    labels
+}
+
+fn lacks_verification(tls: &ClientTLSSettings, selector: bool) -> bool {
     matches!(tls.mode(), ClientTLSMode::Simple | ClientTLSMode::Mutual)
         && tls.ca_certificates.as_deref().unwrap_or("").is_empty()
-        && tls.credential_name.as_deref().unwrap_or("").is_empty()
+        && (!selector || tls.credential_name.as_deref().unwrap_or("").is_empty())
         && !tls.insecure_skip_verify.unwrap_or(false)
 }
 
@@ -111,7 +153,7 @@ pub fn tls_verification(cx: &mut Context) {
         }
         for (field, tp) in policies {
             if let Some(tls) = &tp.tls {
-                if lacks_verification(tls) {
+                if lacks_verification(tls, dr.workload_selector.is_some()) {
                     reports.push((
                         messages::NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL,
                         r,
@@ -128,7 +170,7 @@ pub fn tls_verification(cx: &mut Context) {
             }
             for (j, p) in tp.port_level_settings.iter().enumerate() {
                 let Some(tls) = &p.tls else { continue };
-                if lacks_verification(tls) {
+                if lacks_verification(tls, dr.workload_selector.is_some()) {
                     let port = p.port.as_ref().map(|p| p.number).unwrap_or_default();
                     reports.push((
                         messages::NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL,

@@ -78,21 +78,21 @@ pub fn gateway_workloads(cx: &mut Context) {
                 }
             }
         }
-        if !ports.is_empty() {
-            for (i, s) in g.servers.iter().enumerate() {
-                let Some(port) = &s.port else { continue };
-                if !ports.contains(&port.number) {
-                    reports.push((
-                        messages::GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
-                        r,
-                        format!("spec.servers[{i}].port"),
-                        format!(
-                            "The gateway is listening on a target port (port {}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
-                            port.number,
-                            selector_string(&g.selector)
-                        ),
-                    ));
-                }
+        // Istio reports every server port no selecting Service offers, also when no Service
+        // selects the pods at all.
+        for (i, s) in g.servers.iter().enumerate() {
+            let Some(port) = &s.port else { continue };
+            if !ports.contains(&port.number) {
+                reports.push((
+                    messages::GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+                    r,
+                    format!("spec.servers[{i}].port"),
+                    format!(
+                        "The gateway is listening on a target port (port {}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
+                        port.number,
+                        selector_string(&g.selector)
+                    ),
+                ));
             }
         }
         // Credentials live in the namespace of the gateway's pods.
@@ -155,11 +155,21 @@ fn secret_unusable(cx: &Context, ns: &str, name: &str) -> bool {
     match pair {
         None => true,
         Some((c, k)) => {
-            let cert = String::from_utf8_lossy(&keys[*c]);
             let key = String::from_utf8_lossy(&keys[*k]);
-            !cert.contains("-----BEGIN CERTIFICATE-----") || !key.contains("PRIVATE KEY-----")
+            !key.contains("PRIVATE KEY-----") || !certificate_valid_now(&keys[*c])
         }
     }
+}
+
+/// A PEM certificate that parses and whose validity period includes now.
+fn certificate_valid_now(pem: &[u8]) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    cert.validity().is_valid()
 }
 
 /// IST0145: two Gateways selecting the same workloads that claim the same port with
@@ -169,7 +179,9 @@ pub fn conflicting_gateways(cx: &mut Context) {
     let mut reports = Vec::new();
     for (i, (ra, ga)) in gws.iter().enumerate() {
         for (j, (rb, gb)) in gws.iter().enumerate() {
-            if i == j || ga.selector != gb.selector {
+            if i == j
+                || !(is_subset(&ga.selector, &gb.selector) || is_subset(&gb.selector, &ga.selector))
+            {
                 continue;
             }
             for sa in &ga.servers {
@@ -212,29 +224,36 @@ pub fn conflicting_gateways(cx: &mut Context) {
     }
 }
 
-/// IST0138: the same credential on several Gateways.
+/// Whether every label of `a` is in `b` (`a` selects at least the pods `b` selects).
+fn is_subset(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    a.iter().all(|(k, v)| b.get(k) == Some(v))
+}
+
+/// IST0138: the same credential on several Gateways. As Istio, a Gateway is reported when
+/// another Gateway uses one of its credential names and selects a subset of its pods (its
+/// selector includes this Gateway's selector).
 pub fn duplicate_certificates(cx: &mut Context) {
-    let mut by_cred: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
-    for (r, g) in gateways(cx) {
-        let mut mine: Vec<String> = credentials(g).into_iter().map(|(_, c)| c).collect();
-        mine.sort();
-        mine.dedup();
-        for c in mine {
-            by_cred
-                .entry(format!("{}/{c}", r.ns()))
-                .or_default()
-                .push(r);
-        }
-    }
+    let gws = gateways(cx);
+    let creds: Vec<BTreeSet<String>> = gws
+        .iter()
+        .map(|(_, g)| credentials(g).into_iter().map(|(_, c)| c).collect())
+        .collect();
     let mut reports = Vec::new();
-    for list in by_cred.values() {
-        if list.len() < 2 {
-            continue;
+    for (i, (ra, ga)) in gws.iter().enumerate() {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for (j, (rb, gb)) in gws.iter().enumerate() {
+            if i != j
+                && is_subset(&ga.selector, &gb.selector)
+                && creds[i].intersection(&creds[j]).next().is_some()
+            {
+                names.insert(rb.key());
+            }
         }
-        let names: Vec<String> = list.iter().map(|r| r.key()).collect();
-        for r in list {
+        if !names.is_empty() {
+            names.insert(ra.key());
+            let names: Vec<String> = names.into_iter().collect();
             reports.push((
-                *r,
+                *ra,
                 format!(
                     "Duplicate certificate in multiple gateways [{}] may cause 404s if clients re-use HTTP2 connections.",
                     names.join(" ")

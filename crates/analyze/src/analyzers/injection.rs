@@ -1,8 +1,6 @@
 //! Sidecar injection: namespaces without an injection label (IST0102), conflicting injection
 //! labels (IST0123), and workloads running as the proxy's UID (IST0144).
 
-use std::collections::BTreeSet;
-
 use trellis_api::resource::Object;
 
 use super::is_system_namespace;
@@ -11,40 +9,90 @@ use crate::messages;
 
 const INJECTION_LABEL: &str = "istio-injection";
 const REVISION_LABEL: &str = "istio.io/rev";
+const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
-/// IST0102 NamespaceNotInjected / IST0123 NamespaceMultipleInjectionLabels.
+/// IST0102 NamespaceNotInjected / IST0148 NamespaceInjectionEnabledByDefault for namespaces
+/// without an injection label, IST0123 NamespaceMultipleInjectionLabels. As Istio, every
+/// declared namespace is checked, whether or not the inputs hold workloads for it.
 pub fn namespace_injection(cx: &mut Context) {
-    let with_workloads: BTreeSet<&str> = cx.workloads.iter().map(|w| w.namespace).collect();
     let root = cx.mesh.root_namespace.clone();
     let mut namespaces: Vec<_> = cx.namespaces.values().copied().collect();
     namespaces.sort_by(|a, b| a.name.cmp(&b.name));
     for ns in namespaces {
         let name = ns.name.as_str();
-        if is_system_namespace(name) || name == root {
+        if is_system_namespace(name) || name == root || name == "istio-system" {
             continue;
         }
         let injection = ns.labels.get(INJECTION_LABEL);
         let revision = ns.labels.get(REVISION_LABEL);
-        if injection.is_some() && revision.is_some() {
+        let mut istio_labels = Vec::new();
+        if let Some(v) = injection {
+            istio_labels.push(format!("{INJECTION_LABEL}={v}"));
+        }
+        if injection.is_none_or(|v| v == "enabled") {
+            for l in [REVISION_LABEL, DATAPLANE_MODE_LABEL] {
+                if let Some(v) = ns.labels.get(l) {
+                    istio_labels.push(format!("{l}={v}"));
+                }
+            }
+        }
+        if istio_labels.len() > 1 {
             cx.report(
                 messages::NAMESPACE_MULTIPLE_INJECTION_LABELS,
                 ns,
                 format!(
-                    "The namespace has more than one type of injection labels [{INJECTION_LABEL} {REVISION_LABEL}], which may lead to undefined behavior. Make sure only one injection label exists."
+                    "The namespace has more than one type of injection labels [{}], which may lead to undefined behavior. Make sure only one injection label exists.",
+                    istio_labels.join(" ")
                 ),
             );
+        }
+        if ns
+            .labels
+            .get(DATAPLANE_MODE_LABEL)
+            .is_some_and(|v| v == "ambient")
+        {
             continue;
         }
-        if injection.is_none() && revision.is_none() && with_workloads.contains(name) {
-            cx.report(
-                messages::NAMESPACE_NOT_INJECTED,
-                ns,
-                format!(
-                    "The namespace is not enabled for Istio injection. Run 'kubectl label namespace {name} istio-injection=enabled' to enable it, or 'kubectl label namespace {name} istio-injection=disabled' to explicitly mark it as not needing injection."
-                ),
-            );
+        if injection.is_none_or(|v| v.is_empty()) && revision.is_none() {
+            if enable_namespaces_by_default(cx) {
+                cx.report(
+                    messages::NAMESPACE_INJECTION_ENABLED_BY_DEFAULT,
+                    ns,
+                    "is enabled for Istio injection, as Istio is installed with enableNamespacesByDefault as true.",
+                );
+            } else {
+                cx.report(
+                    messages::NAMESPACE_NOT_INJECTED,
+                    ns,
+                    format!(
+                        "The namespace is not enabled for Istio injection. Run 'kubectl label namespace {name} istio-injection=enabled' to enable it, or 'kubectl label namespace {name} istio-injection=disabled' to explicitly mark it as not needing injection."
+                    ),
+                );
+            }
         }
     }
+}
+
+/// `sidecarInjectorWebhook.enableNamespacesByDefault` in the `istio-sidecar-injector` ConfigMap's
+/// `values`, when the inputs hold it.
+fn enable_namespaces_by_default(cx: &Context) -> bool {
+    cx.resources.iter().any(|r| {
+        let Object::ConfigMap(cm) = &r.object else {
+            return false;
+        };
+        r.name == "istio-sidecar-injector"
+            && cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get("values"))
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+                .and_then(|v| {
+                    v.get("sidecarInjectorWebhook")?
+                        .get("enableNamespacesByDefault")?
+                        .as_bool()
+                })
+                .unwrap_or(false)
+    })
 }
 
 /// IST0144 InvalidApplicationUID: UID 1337 is reserved for the sidecar proxy.

@@ -64,6 +64,12 @@ pub const ANALYZERS: &[Analyzer] = &[
         run: virtualservice::destinations_exist,
     },
     Analyzer {
+        name: "virtualservice.IngressRouteRulesAnalyzer",
+        description:
+            "Checks for gateway routes that bypass the subset routing of mesh VirtualServices",
+        run: virtualservice::ingress_subset_routing,
+    },
+    Analyzer {
         name: "virtualservice.GatewayAnalyzer",
         description:
             "Checks that VirtualService gateways exist and serve the VirtualService's hosts",
@@ -145,6 +151,7 @@ pub(crate) fn workload_entries<'a>(resources: &'a [Resource], out: &mut Vec<Work
                     .iter()
                     .map(|(n, p)| (*p as i32, n.clone()))
                     .collect(),
+                node_name: None,
             });
         }
     }

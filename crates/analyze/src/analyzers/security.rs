@@ -34,11 +34,15 @@ fn selector_of(r: &Resource) -> Option<&WorkloadSelector> {
 pub fn selectors_match_workloads(cx: &mut Context) {
     let root = cx.mesh.root_namespace.clone();
     let mut hits = Vec::new();
+    let empty = WorkloadSelector::default();
     for r in cx.resources {
-        let Some(sel) = selector_of(r) else { continue };
-        if sel.match_labels.is_empty() {
-            continue;
-        }
+        // An AuthorizationPolicy without a selector applies to its whole namespace (the whole
+        // mesh in the root namespace): as Istio, it still needs some workload there.
+        let sel = match (selector_of(r), &r.object) {
+            (Some(sel), _) if !sel.match_labels.is_empty() => sel,
+            (_, Object::AuthorizationPolicy(_)) => &empty,
+            _ => continue,
+        };
         let scope = if r.ns() == root { None } else { Some(r.ns()) };
         if cx
             .workloads_matching(scope, &sel.match_labels)
@@ -58,7 +62,8 @@ pub fn selectors_match_workloads(cx: &mut Context) {
     }
 }
 
-/// IST0101 for `source.namespaces` naming a namespace that is not declared. Only runs when the
+/// IST0101 for `source.namespaces` / `notNamespaces` values (exact, `*`, `prefix*`, `*suffix`)
+/// matching no declared namespace. Only runs when the
 /// inputs declare namespaces at all (otherwise nothing is known about them).
 pub fn authz_namespaces(cx: &mut Context) {
     if cx.namespaces.is_empty() {
@@ -73,15 +78,20 @@ pub fn authz_namespaces(cx: &mut Context) {
         for (ri, rule) in p.rules.iter().enumerate() {
             for (fi, from) in rule.from.iter().enumerate() {
                 let Some(src) = &from.source else { continue };
-                for (ni, ns) in src.namespaces.iter().enumerate() {
-                    if ns.contains('*') || known.contains(ns.as_str()) {
-                        continue;
+                for (field, list) in [
+                    ("namespaces", &src.namespaces),
+                    ("notNamespaces", &src.not_namespaces),
+                ] {
+                    for (ni, ns) in list.iter().enumerate() {
+                        if known.iter().any(|k| namespace_pattern_matches(ns, k)) {
+                            continue;
+                        }
+                        hits.push((
+                            r,
+                            format!("spec.rules[{ri}].from[{fi}].source.{field}[{ni}]"),
+                            ns.clone(),
+                        ));
                     }
-                    hits.push((
-                        r,
-                        format!("spec.rules[{ri}].from[{fi}].source.namespaces[{ni}]"),
-                        ns.clone(),
-                    ));
                 }
             }
         }
@@ -93,6 +103,19 @@ pub fn authz_namespaces(cx: &mut Context) {
             &field,
             format!("Referenced namespace not found: {ns:?}"),
         );
+    }
+}
+
+/// An AuthorizationPolicy namespace value: exact, `*`, `prefix*` or `*suffix`.
+fn namespace_pattern_matches(pattern: &str, ns: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(p) = pattern.strip_suffix('*') {
+        ns.starts_with(p)
+    } else if let Some(p) = pattern.strip_prefix('*') {
+        ns.ends_with(p)
+    } else {
+        pattern == ns
     }
 }
 

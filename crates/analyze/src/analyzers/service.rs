@@ -50,10 +50,17 @@ pub fn port_protocol(port: &ServicePort) -> Option<&'static str> {
 pub fn port_names(cx: &mut Context) {
     let mut hits = Vec::new();
     for svc in &cx.services {
-        // Istio's own Services (gateways: label `istio`) carry ports like `status-port`.
+        // Istio's own Services (gateways: label `istio`, `release: istio`, managed gateways and
+        // waypoints) carry ports like `status-port`.
         if is_system_namespace(svc.namespace)
             || svc.type_ == "ExternalName"
             || svc.resource.labels.contains_key("istio")
+            || svc
+                .resource
+                .labels
+                .get("release")
+                .is_some_and(|v| v == "istio")
+            || svc.resource.labels.contains_key("gateway.istio.io/managed")
         {
             continue;
         }
@@ -87,7 +94,7 @@ pub fn port_names(cx: &mut Context) {
 pub fn multi_service(cx: &mut Context) {
     let mut reports = Vec::new();
     for w in &cx.workloads {
-        if w.resource.kind != trellis_api::Kind::Deployment {
+        if w.resource.kind != trellis_api::Kind::Deployment || !deployment_in_mesh(cx, w.resource) {
             continue;
         }
         let services: Vec<_> = cx
@@ -161,4 +168,37 @@ pub fn multi_service(cx: &mut Context) {
     for (kind, r, text) in reports {
         cx.report(kind, r, text);
     }
+}
+
+/// Whether a Deployment's pods get a sidecar, as Istio decides for this analyzer: an
+/// `istio-proxy` container, else the pod template's `sidecar.istio.io/inject` label or
+/// annotation, else its namespace's injection labels.
+fn deployment_in_mesh(cx: &Context, r: &trellis_api::Resource) -> bool {
+    let trellis_api::Object::Deployment(d) = &r.object else {
+        return false;
+    };
+    let tpl = &d.spec.template;
+    if tpl
+        .spec
+        .as_ref()
+        .is_some_and(|p| p.containers.iter().any(|c| c.name == "istio-proxy"))
+    {
+        return true;
+    }
+    let meta = tpl.metadata.as_ref();
+    let label = meta
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get("sidecar.istio.io/inject"));
+    let annotation = meta
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("sidecar.istio.io/inject"));
+    if let Some(v) = label.or(annotation) {
+        return v.eq_ignore_ascii_case("true");
+    }
+    cx.namespaces.get(r.ns()).is_some_and(|ns| {
+        ns.labels
+            .get("istio-injection")
+            .is_some_and(|v| v == "enabled")
+            || ns.labels.contains_key("istio.io/rev")
+    })
 }

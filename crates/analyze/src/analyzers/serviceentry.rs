@@ -22,7 +22,14 @@ pub fn addresses_required(cx: &mut Context) {
         let Object::ServiceEntry(se) = &r.object else {
             continue;
         };
-        if !se.addresses.is_empty() {
+        // Addresses given, or allocated by the control plane (`status.addresses`).
+        let allocated = r
+            .raw
+            .get("status")
+            .and_then(|st| st.get("addresses"))
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| !a.is_empty());
+        if !se.addresses.is_empty() || allocated {
             continue;
         }
         for (i, p) in se.ports.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Sidecar resources: several selector-less Sidecars in one namespace (IST0111), several
-//! Sidecars selecting one workload (IST0110), selectors matching nothing (IST0127).
+//! Sidecars selecting one workload (IST0110), selectors matching nothing (IST0101), Sidecars
+//! for ambient namespaces or pods, which have no sidecar (IST0167).
 
 use std::collections::BTreeMap;
 
@@ -10,11 +11,12 @@ use super::security::selector_string;
 use crate::context::Context;
 use crate::messages;
 
-/// IST0110, IST0111 and IST0127 for Sidecars.
+/// IST0110, IST0111, IST0101 and IST0167 for Sidecars.
 pub fn sidecar_selectors(cx: &mut Context) {
     let mut no_selector: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
     let mut per_workload: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
     let mut reports = Vec::new();
+    let mut ambient: Vec<&Resource> = Vec::new();
     for r in cx.of_kind(Kind::Sidecar) {
         let Object::Sidecar(sc) = &r.object else {
             continue;
@@ -27,24 +29,47 @@ pub fn sidecar_selectors(cx: &mut Context) {
             None => no_selector.entry(r.ns()).or_default().push(r),
             Some(sel) => {
                 let mut any = false;
+                let mut all_ambient = true;
                 for w in cx.workloads_matching(Some(r.ns()), &sel.labels) {
                     any = true;
+                    all_ambient &= workload_in_ambient(w);
                     per_workload.entry(w.resource.key()).or_default().push(r);
                 }
                 if !any {
                     reports.push((
-                        messages::NO_MATCHING_WORKLOADS_FOUND,
+                        messages::REFERENCED_RESOURCE_NOT_FOUND,
                         r,
                         format!(
-                            "No matching workloads for this resource with the following labels: {}",
+                            "Referenced selector not found: {:?}",
                             selector_string(&sel.labels)
                         ),
+                    ));
+                } else if all_ambient {
+                    ambient.push(r);
+                    reports.push((
+                        messages::INEFFECTIVE_POLICY,
+                        r,
+                        "The policy has no impact: selected workload is in ambient mode, the policy has no impact.".to_string(),
                     ));
                 }
             }
         }
     }
     for (ns, list) in no_selector {
+        if cx
+            .namespaces
+            .get(ns)
+            .is_some_and(|n| namespace_in_ambient(n))
+        {
+            for r in &list {
+                reports.push((
+                    messages::INEFFECTIVE_POLICY,
+                    r,
+                    "The policy has no impact: namespace is in ambient mode, the policy has no impact.".to_string(),
+                ));
+            }
+            continue;
+        }
         if list.len() > 1 {
             let names: Vec<&str> = list.iter().map(|r| r.name.as_str()).collect();
             for r in &list {
@@ -60,6 +85,10 @@ pub fn sidecar_selectors(cx: &mut Context) {
         }
     }
     for (workload, list) in per_workload {
+        let list: Vec<&Resource> = list
+            .into_iter()
+            .filter(|r| !ambient.iter().any(|a| std::ptr::eq(*a, *r)))
+            .collect();
         if list.len() > 1 {
             let names: Vec<&str> = list.iter().map(|r| r.name.as_str()).collect();
             let (ns, pod) = workload.split_once('/').unwrap_or(("", &workload));
@@ -78,4 +107,28 @@ pub fn sidecar_selectors(cx: &mut Context) {
     for (kind, r, text) in reports {
         cx.report(kind, r, text);
     }
+}
+
+/// A pod redirected to ztunnel (`ambient.istio.io/redirection: enabled`).
+fn workload_in_ambient(w: &crate::context::Workload) -> bool {
+    w.resource
+        .annotations
+        .get("ambient.istio.io/redirection")
+        .is_some_and(|v| v == "enabled")
+}
+
+/// A namespace in ambient mode: `istio.io/dataplane-mode: ambient` and no sidecar injection
+/// label.
+fn namespace_in_ambient(ns: &Resource) -> bool {
+    if ns
+        .labels
+        .get("istio-injection")
+        .is_some_and(|v| v == "enabled")
+        || ns.labels.get("istio.io/rev").is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    ns.labels
+        .get("istio.io/dataplane-mode")
+        .is_some_and(|v| v == "ambient")
 }

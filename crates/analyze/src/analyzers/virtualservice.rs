@@ -11,7 +11,7 @@ use trellis_api::resource::{Kind, Object};
 use trellis_api::Resource;
 
 use crate::context::{exported_to, Context};
-use crate::messages;
+use crate::messages::{self, MessageType};
 
 fn virtual_services<'a>(cx: &Context<'a>) -> Vec<(&'a Resource, &'a VirtualService)> {
     cx.of_kind(Kind::VirtualService)
@@ -74,7 +74,26 @@ pub fn destinations_exist(cx: &mut Context) {
                 continue;
             }
             let fqdn = cx.fqdn(&dest.host, r.ns());
-            let Some(ports) = cx.host_ports(&fqdn, r.ns()) else {
+            // The destination must be visible where the VirtualService is used: its own
+            // namespace, or each namespace it is exported to.
+            let visible_everywhere = export_namespaces(vs, r.ns())
+                .iter()
+                .all(|ns| cx.host_ports(&fqdn, ns).is_some());
+            if let Some(subset) = &dest.subset {
+                if !subset_defined(cx, &fqdn, subset, r.ns()) {
+                    reports.push((
+                        messages::REFERENCED_RESOURCE_NOT_FOUND,
+                        r,
+                        format!("{field}.subset"),
+                        format!(
+                            "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
+                            dest.host
+                        ),
+                    ));
+                }
+            }
+            let ports = cx.host_ports(&fqdn, r.ns()).filter(|_| visible_everywhere);
+            let Some(ports) = ports else {
                 let what = if mirror { "mirror host" } else { "host" };
                 reports.push((
                     messages::REFERENCED_RESOURCE_NOT_FOUND,
@@ -85,7 +104,7 @@ pub fn destinations_exist(cx: &mut Context) {
                 continue;
             };
             match dest.port.as_ref().map(|p| p.number).filter(|n| *n != 0) {
-                None if ports.len() > 1 && !mirror => {
+                None if ports.len() > 1 => {
                     let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
                     reports.push((
                         messages::VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
@@ -106,23 +125,74 @@ pub fn destinations_exist(cx: &mut Context) {
                 )),
                 _ => {}
             }
-            if let Some(subset) = &dest.subset {
-                if !subset_defined(cx, &fqdn, subset, r.ns()) {
-                    reports.push((
-                        messages::REFERENCED_RESOURCE_NOT_FOUND,
-                        r,
-                        format!("{field}.subset"),
-                        format!(
-                            "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
-                            dest.host
-                        ),
-                    ));
-                }
-            }
         }
     }
     for (kind, r, field, text) in reports {
         cx.report_at(kind, r, &field, text);
+    }
+}
+
+/// The namespaces a VirtualService applies in: its `exportTo` (`.` is its own namespace), or
+/// its own namespace when exported everywhere.
+fn export_namespaces(vs: &VirtualService, own: &str) -> Vec<String> {
+    if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
+        return vec![own.to_string()];
+    }
+    vs.export_to
+        .iter()
+        .map(|e| if e == "." { own.to_string() } else { e.clone() })
+        .collect()
+}
+
+/// IST0140: a gateway-bound VirtualService routes to a host without a subset while a mesh
+/// VirtualService for that host routes by subset; the subset routing does not apply to the
+/// gateway's requests.
+pub fn ingress_subset_routing(cx: &mut Context) {
+    let all = virtual_services(cx);
+    let mut with_subsets: Vec<(&Resource, Vec<&str>)> = Vec::new();
+    for (r, vs) in &all {
+        let hosts: Vec<&str> = vs
+            .http
+            .iter()
+            .flat_map(|h| h.route.iter())
+            .filter_map(|d| d.destination.as_ref())
+            .filter(|d| d.subset.as_deref().is_some_and(|s| !s.is_empty()))
+            .filter(|d| vs.hosts.contains(&d.host))
+            .map(|d| d.host.as_str())
+            .collect();
+        if !hosts.is_empty() {
+            with_subsets.push((r, hosts));
+        }
+    }
+    let mut reports = Vec::new();
+    for (r, vs) in &all {
+        if vs.gateways.is_empty() {
+            continue;
+        }
+        for (i, h) in vs.http.iter().enumerate() {
+            for (j, d) in h.route.iter().enumerate() {
+                let Some(dest) = &d.destination else { continue };
+                if dest.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+                    continue;
+                }
+                for (other, hosts) in &with_subsets {
+                    if hosts.contains(&dest.host.as_str()) {
+                        reports.push((
+                            *r,
+                            format!("spec.http[{i}].route[{j}].destination.host"),
+                            format!(
+                                "Subset in virtual service {} has no effect on ingress gateway {} requests",
+                                other.key(),
+                                r.key()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (r, field, text) in reports {
+        cx.report_at(messages::INGRESS_ROUTE_RULES_NOT_AFFECTED, r, &field, text);
     }
 }
 
@@ -158,6 +228,19 @@ pub fn gateways(cx: &mut Context) {
                     format!("Referenced gateway not found: {gw:?}"),
                     r,
                 ));
+                // As Istio: a missing gateway serves none of the hosts either.
+                if !vs.hosts.is_empty() {
+                    reports.push((
+                        messages::VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+                        format!("spec.gateways[{i}]"),
+                        format!(
+                            "one or more host [{}] defined in VirtualService {} not found in Gateway {ns}/{name}.",
+                            vs.hosts.join(" "),
+                            r.key(),
+                        ),
+                        r,
+                    ));
+                }
                 continue;
             };
             let Object::Gateway(gateway) = &g.object else {
@@ -192,41 +275,57 @@ pub fn gateways(cx: &mut Context) {
     }
 }
 
-/// IST0109: two VirtualServices bound to the mesh gateway claim the same host.
+/// Where a VirtualService is visible: everywhere (`None`) or in the listed namespaces.
+fn visibility(vs: &VirtualService, own: &str) -> Option<Vec<String>> {
+    if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(export_namespaces(vs, own))
+}
+
+/// IST0109: two VirtualServices bound to the mesh gateway, visible in a common namespace, claim
+/// overlapping hosts (wildcards included).
 pub fn conflicting_mesh_hosts(cx: &mut Context) {
-    let mut by_host: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
-    for (r, vs) in virtual_services(cx) {
-        if !vs.gateways_or_mesh().contains(&"mesh") || vs.is_delegate() {
-            continue;
-        }
-        let scope = if vs.export_to.iter().any(|e| e == ".") {
-            r.ns().to_string()
-        } else {
-            "*".to_string()
-        };
-        let mut seen = Vec::new();
-        for h in &vs.hosts {
-            let fqdn = cx.fqdn(h, r.ns());
-            if seen.contains(&fqdn) {
+    type MeshVs<'a> = (&'a Resource, Vec<String>, Option<Vec<String>>);
+    let mesh: Vec<MeshVs> = virtual_services(cx)
+        .into_iter()
+        .filter(|(_, vs)| vs.gateways_or_mesh().contains(&"mesh") && !vs.is_delegate())
+        .map(|(r, vs)| {
+            let mut hosts: Vec<String> = vs.hosts.iter().map(|h| cx.fqdn(h, r.ns())).collect();
+            hosts.dedup();
+            (r, hosts, visibility(vs, r.ns()))
+        })
+        .collect();
+    // host -> VirtualServices, in input order
+    let mut conflicts: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
+    for (i, (ra, ha, va)) in mesh.iter().enumerate() {
+        for (rb, hb, vb) in mesh.iter().skip(i + 1) {
+            let shared = match (va, vb) {
+                (None, _) | (_, None) => true,
+                (Some(a), Some(b)) => a.iter().any(|n| b.contains(n)),
+            };
+            if !shared {
                 continue;
             }
-            seen.push(fqdn.clone());
-            by_host
-                .entry(format!("{scope}|{fqdn}"))
-                .or_default()
-                .push(r);
+            for h in ha {
+                if let Some(other) = hb.iter().find(|o| hosts_overlap(h, o)) {
+                    let host = if h.starts_with('*') {
+                        other.clone()
+                    } else {
+                        h.clone()
+                    };
+                    let list = conflicts.entry(host).or_default();
+                    for r in [*ra, *rb] {
+                        if !list.iter().any(|x| std::ptr::eq(*x, r)) {
+                            list.push(r);
+                        }
+                    }
+                }
+            }
         }
     }
     let mut reports = Vec::new();
-    for (key, list) in by_host {
-        if list.len() < 2 {
-            continue;
-        }
-        let host = key
-            .split_once('|')
-            .map(|(_, h)| h)
-            .unwrap_or(&key)
-            .to_string();
+    for (host, list) in conflicts {
         let names: Vec<String> = list.iter().map(|r| r.key()).collect();
         for r in list {
             reports.push((
@@ -248,70 +347,179 @@ pub fn conflicting_mesh_hosts(cx: &mut Context) {
     }
 }
 
-/// IST0130 / IST0131: a catch-all rule before other rules, and matches repeated from an
-/// earlier rule.
-pub fn unreachable_rules(cx: &mut Context) {
-    let mut reports = Vec::new();
-    for (r, vs) in virtual_services(cx) {
-        let mut seen: Vec<(serde_json::Value, String)> = Vec::new();
-        let last = vs.http.len().saturating_sub(1);
-        for (i, route) in vs.http.iter().enumerate() {
-            let rule = route.name.clone().unwrap_or_else(|| format!("#{i}"));
-            if route.matches.is_empty() {
-                if i != last {
-                    reports.push((
-                        messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
-                        r,
-                        format!("spec.http[{i}]"),
-                        format!("VirtualService rule {rule} not used (only the last rule can have no matches)."),
-                    ));
-                }
-                continue;
-            }
-            let mut dups = Vec::new();
-            for (j, m) in route.matches.iter().enumerate() {
-                let mut key = m.clone();
-                key.name = None;
-                let key = serde_json::to_value(&key).unwrap_or_default();
-                if let Some((_, earlier)) = seen.iter().find(|(k, _)| *k == key) {
-                    let name = m.name.clone().unwrap_or_else(|| format!("#{j}"));
-                    dups.push((j, name, earlier.clone()));
-                } else {
-                    seen.push((key, rule.clone()));
-                }
-            }
-            if !dups.is_empty() && dups.len() == route.matches.len() {
-                reports.push((
+/// One route rule's matches, as JSON objects without their `name`.
+struct RuleMatches {
+    /// Rule label in messages: its name, else `#<index>`.
+    label: String,
+    field: String,
+    matches: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+}
+
+fn without_name(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    m.remove("name");
+    m
+}
+
+/// An earlier `uri.prefix` match covers a later one with a longer prefix when the earlier
+/// match's other conditions are all among the later one's.
+fn prefix_covers(
+    earlier: &serde_json::Map<String, serde_json::Value>,
+    later: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let prefix = |m: &serde_json::Map<String, serde_json::Value>| {
+        m.get("uri")?.get("prefix")?.as_str().map(str::to_string)
+    };
+    let (Some(p1), Some(p2)) = (prefix(earlier), prefix(later)) else {
+        return false;
+    };
+    p1 != p2
+        && p2.starts_with(&p1)
+        && earlier
+            .iter()
+            .filter(|(k, _)| k.as_str() != "uri")
+            .all(|(k, v)| later.get(k) == Some(v))
+}
+
+/// IST0130 / IST0131 over one route list (http, tcp or tls): a match-less rule before others,
+/// rules all of whose matches repeat earlier ones, and matches repeating (or, for URI prefixes,
+/// covered by) an earlier match.
+fn unreachable_in(rules: &[RuleMatches], kind: &str, out: &mut Vec<(MessageType, String, String)>) {
+    let mut seen: Vec<(serde_json::Map<String, serde_json::Value>, String)> = Vec::new();
+    let last = rules.len().saturating_sub(1);
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.matches.is_empty() {
+            if i != last {
+                out.push((
                     messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
-                    r,
-                    format!("spec.http[{i}]"),
+                    rule.field.clone(),
                     format!(
-                        "VirtualService rule {rule} not used (all matches used by prior rules)."
+                        "VirtualService rule {}{} not used (only the last rule can have no matches).",
+                        kind, rule.label
                     ),
                 ));
-            } else {
-                for (j, name, earlier) in dups {
-                    reports.push((
-                        messages::VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
-                        r,
-                        format!("spec.http[{i}].match[{j}]"),
-                        format!("VirtualService rule {rule} match {name} is not used (duplicate/overlapping match in rule {earlier})."),
-                    ));
-                }
+            }
+            continue;
+        }
+        let mut dups = 0;
+        let mut this_rule: Vec<&serde_json::Map<String, serde_json::Value>> = Vec::new();
+        for (j, (name, m)) in rule.matches.iter().enumerate() {
+            let exact = seen.iter().find(|(k, _)| k == m).map(|(_, l)| l.clone());
+            let covered = exact.clone().or_else(|| {
+                seen.iter()
+                    .find(|(k, _)| prefix_covers(k, m))
+                    .map(|(_, l)| l.clone())
+                    .or_else(|| {
+                        this_rule
+                            .iter()
+                            .any(|k| prefix_covers(k, m))
+                            .then(|| rule.label.clone())
+                    })
+            });
+            if exact.is_some() {
+                dups += 1;
+            }
+            if let Some(earlier) = covered {
+                out.push((
+                    messages::VIRTUAL_SERVICE_INEFFECTIVE_MATCH,
+                    format!("{}.match[{j}]", rule.field),
+                    format!(
+                        "VirtualService rule {}{} match {name} is not used (duplicate/overlapping match in rule {}{earlier}).",
+                        kind, rule.label, kind
+                    ),
+                ));
+            }
+            this_rule.push(m);
+        }
+        if dups == rule.matches.len() {
+            out.push((
+                messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
+                rule.field.clone(),
+                format!(
+                    "VirtualService rule {}{} not used (all matches used by prior rules).",
+                    kind, rule.label
+                ),
+            ));
+        }
+        for (_, m) in &rule.matches {
+            if !seen.iter().any(|(k, _)| k == m) {
+                seen.push((m.clone(), rule.label.clone()));
             }
         }
     }
+}
+
+fn rule_matches<M: serde::Serialize>(
+    field: String,
+    label: String,
+    matches: &[M],
+    name: impl Fn(&M) -> Option<String>,
+) -> RuleMatches {
+    RuleMatches {
+        label,
+        field,
+        matches: matches
+            .iter()
+            .enumerate()
+            .map(|(j, m)| {
+                let n = name(m).unwrap_or_else(|| format!("#{j}"));
+                (n, without_name(serde_json::to_value(m).unwrap_or_default()))
+            })
+            .collect(),
+    }
+}
+
+/// IST0130 / IST0131 for http, tcp and tls routes.
+pub fn unreachable_rules(cx: &mut Context) {
+    let mut reports = Vec::new();
     for (r, vs) in virtual_services(cx) {
-        if let Some(first) = vs.tcp.iter().position(|t| t.matches.is_empty()) {
-            if first + 1 < vs.tcp.len() {
-                reports.push((
-                    messages::VIRTUAL_SERVICE_UNREACHABLE_RULE,
-                    r,
-                    format!("spec.tcp[{first}]"),
-                    format!("VirtualService rule tcp #{first} not used (only the last rule can have no matches)."),
-                ));
-            }
-        }
+        let mut out = Vec::new();
+        let http: Vec<RuleMatches> = vs
+            .http
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                rule_matches(
+                    format!("spec.http[{i}]"),
+                    h.name.clone().unwrap_or_else(|| format!("#{i}")),
+                    &h.matches,
+                    |m| m.name.clone(),
+                )
+            })
+            .collect();
+        unreachable_in(&http, "", &mut out);
+        let tcp: Vec<RuleMatches> = vs
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                rule_matches(
+                    format!("spec.tcp[{i}]"),
+                    format!("#{i}"),
+                    &t.matches,
+                    |_| None,
+                )
+            })
+            .collect();
+        unreachable_in(&tcp, "tcp ", &mut out);
+        let tls: Vec<RuleMatches> = vs
+            .tls
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                rule_matches(
+                    format!("spec.tls[{i}]"),
+                    format!("#{i}"),
+                    &t.matches,
+                    |_| None,
+                )
+            })
+            .collect();
+        unreachable_in(&tls, "tls ", &mut out);
+        reports.extend(out.into_iter().map(|(k, f, t)| (k, r, f, t)));
     }
     for (kind, r, field, text) in reports {
         cx.report_at(kind, r, &field, text);

@@ -225,7 +225,7 @@ fn accumulate_components(
 }
 
 /// Spans of `item`, taken from the spans of the document it was listed in at `prefix`.
-fn respan(spans: &SpanMap, prefix: &str, item: &Value) -> SpanMap {
+pub(crate) fn respan(spans: &SpanMap, prefix: &str, item: &Value) -> SpanMap {
     let mut out = SpanMap::new(spans.file().clone());
     fn walk(v: &Value, p: &str, prefix: &str, from: &SpanMap, out: &mut SpanMap) {
         if let Some(l) = from.locate(&format!("{prefix}{p}")) {
@@ -347,7 +347,7 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
                 }
             };
             // Metadata: labels and annotations merged, name, namespace and build bookkeeping
-            // from the old object.
+            // (previous names, prefixes, suffixes) from the old object.
             let mut labels = old.labels();
             for (k, v) in new.labels() {
                 labels.retain(|(lk, _)| *lk != k);
@@ -366,7 +366,8 @@ fn absorb(list: &mut Vec<Res>, mut new: Res) -> R<()> {
             new.prefixes = old.prefixes.clone();
             new.suffixes = old.suffixes.clone();
             new.behavior = old.behavior;
-            new.needs_hash = old.needs_hash;
+            // kustomize v5.5 hashes the result only when both generators want a hash.
+            new.needs_hash = old.needs_hash && new.needs_hash;
             if merge {
                 for field in ["data", "binaryData"] {
                     let mut merged = super::util::string_map(&old.value, &[field]);
@@ -454,8 +455,20 @@ fn is_sm_patch(v: &Value) -> bool {
         && super::util::get_str(v, &["metadata", "name"]).is_some_and(|n| !n.is_empty())
 }
 
-fn json_ops(v: &Value, at: &Location) -> R<json_patch::Patch> {
-    serde_json::from_value::<json_patch::Patch>(v.clone())
+/// JSON 6902 operations. Unless the text is JSON (starts with `[`), kustomize converts it from
+/// YAML 1.1, where `yes`, `on`, `010` and the like are not strings.
+fn json_ops(v: &Value, text: &str, at: &Location) -> R<json_patch::Patch> {
+    let mut v = v.clone();
+    if !text.starts_with('[') {
+        if let [plain] = super::styles::plain_scalars(text).as_slice() {
+            for (p, t) in plain {
+                if let (Some(x), Some(slot)) = (super::styles::yaml11(t), v.pointer_mut(p)) {
+                    *slot = x;
+                }
+            }
+        }
+    }
+    serde_json::from_value::<json_patch::Patch>(v)
         .map_err(|e| KustomizeError::invalid(at.clone(), format!("invalid JSON 6902 patch: {e}")))
 }
 
@@ -476,7 +489,7 @@ fn load_patch(root: &Root, e: &Entry<PatchArgs>) -> R<Vec<Patch>> {
         if d.value.is_array() {
             let location = location_of(Some(d));
             return Ok(vec![Patch {
-                body: PatchBody::Json(json_ops(&d.value, &location)?),
+                body: PatchBody::Json(json_ops(&d.value, &text, &location)?),
                 target: e.value.target.clone(),
                 location,
             }]);
@@ -561,7 +574,7 @@ fn load_json6902(root: &Root, e: &Entry<PatchArgs>) -> R<(json_patch::Patch, Loc
     let location = if inline { e.location.clone() } else { loc };
     match docs.as_slice() {
         [d] if d.value.is_array() => {
-            let ops = json_ops(&d.value, &location)?;
+            let ops = json_ops(&d.value, &text, &location)?;
             if ops.0.is_empty() {
                 return Err(KustomizeError::invalid(
                     location,

@@ -430,12 +430,12 @@ pub fn load(display_dir: &Path, real_dir: &Path) -> R<Kustomization> {
             })
         }
     };
-    let file = display_dir.join(name);
+    let file = super::util::join_clean(display_dir, name);
     let bytes = std::fs::read(real_dir.join(name)).map_err(|e| KustomizeError::io(&file, e))?;
     let text = String::from_utf8(bytes).map_err(|_| KustomizeError::io(&file, "not UTF-8 text"))?;
     let docs = parse_documents(&file.display().to_string(), &text)?;
     let file_loc = Location::new(file.display().to_string(), 1, 1);
-    let doc = match docs.len() {
+    let mut doc = match docs.len() {
         0 => {
             return Err(KustomizeError::invalid(
                 file_loc,
@@ -450,6 +450,14 @@ pub fn load(display_dir: &Path, real_dir: &Path) -> R<Kustomization> {
             ))
         }
     };
+    // kustomize reads kustomization files as YAML 1.1 (`yes` is a boolean, `010` is 8).
+    if let [plain] = super::styles::plain_scalars(&text).as_slice() {
+        for (p, t) in plain {
+            if let (Some(x), Some(slot)) = (super::styles::yaml11(t), doc.value.pointer_mut(p)) {
+                *slot = x;
+            }
+        }
+    }
     decode(&doc, file)
 }
 

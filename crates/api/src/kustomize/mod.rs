@@ -1,18 +1,22 @@
 //! Native kustomize renderer: `kubectl kustomize <dir>` without an external binary.
 //!
-//! Owns reading kustomization files, accumulating resources (files, nested kustomizations,
-//! components), generators (ConfigMap/Secret with kustomize's name hash), the builtin
-//! transformers (patches, namespace, name prefix/suffix, labels, annotations, images, replicas,
-//! replacements), name reference fix-ups and kustomize's output order. The behaviour follows
-//! kustomize v5.5 (kubectl v1.32) closely, including its strategic merge patch implementation
-//! (kyaml `merge2`). Resources read from files keep the spans of the file they came from even
-//! after transformations change their value; generated objects point at the kustomization file.
+//! Owns reading kustomization files (strictly: unknown fields are errors), accumulating
+//! resources (files, `List`s, nested kustomizations, components), the generators
+//! (`configMapGenerator`, `secretGenerator`, with kustomize's name hash), the builtin
+//! transformers in kustomize's order (`patchesStrategicMerge`, `patches`, `namespace`,
+//! `namePrefix`/`nameSuffix`, `labels`/`commonLabels`, `commonAnnotations`, `patchesJson6902`,
+//! `replicas`, `images`, `replacements`), `configurations`, name reference fix-ups and
+//! kustomize's output order (`sortOptions`). Behaviour follows kustomize v5.5 (kubectl v1.32),
+//! including its strategic merge patch (a port of kyaml `merge2`, quirks included).
 //!
-//! Not supported (rejected with a "not supported" error, never silently ignored): remote
-//! resources, helm charts, `vars`, `crds`, `openapi`, `buildMetadata`, generator/transformer/
-//! validator plugins.
+//! Resources read from files keep the spans of their file, even after transformations change
+//! their value; generated objects point at the kustomization entry that generates them.
+//!
+//! Not supported (a "not supported" error, never silently ignored): remote resources, helm
+//! charts, `vars`, `crds`, `openapi`, `buildMetadata`, generator/transformer/validator plugins.
 
 mod build;
+pub(crate) use build::respan;
 mod config;
 mod error;
 mod fieldspec;

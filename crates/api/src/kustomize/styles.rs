@@ -2,7 +2,7 @@
 //! field's style, so a number patched over a quoted string comes out as a string; the renderer
 //! needs to know which strings were quoted in the source.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
@@ -27,10 +27,38 @@ enum Frame {
 /// Pointers of quoted scalars, one set per non-empty document (as `parse_documents` returns
 /// them). Best effort: an unreadable text gives no sets.
 pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
+    scan(text)
+        .into_iter()
+        .map(|doc| {
+            doc.into_iter()
+                .filter(|(_, (quoted, _))| *quoted)
+                .map(|(p, _)| p)
+                .collect()
+        })
+        .collect()
+}
+
+/// Text of every plain scalar by pointer, one map per non-empty document.
+pub fn plain_scalars(text: &str) -> Vec<HashMap<String, String>> {
+    scan(text)
+        .into_iter()
+        .map(|doc| {
+            doc.into_iter()
+                .filter(|(_, (quoted, _))| !*quoted)
+                .map(|(p, (_, t))| (p, t))
+                .collect()
+        })
+        .collect()
+}
+
+type Scalars = HashMap<String, (bool, String)>;
+
+/// Every scalar (not keys, not under merge keys) by pointer: quoted?, text.
+fn scan(text: &str) -> Vec<Scalars> {
     let mut out = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut set = HashSet::new();
-    let mut anchors: Vec<(usize, bool)> = Vec::new();
+    let mut set: Scalars = HashMap::new();
+    let mut anchors: Vec<(usize, (bool, String))> = Vec::new();
     let mut root_null = false;
     let mut has_root = false;
     for item in Parser::new_from_str(text) {
@@ -62,7 +90,7 @@ pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
         };
         match ev {
             Event::DocumentStart(..) => {
-                set = HashSet::new();
+                set = HashMap::new();
                 stack.clear();
                 anchors.clear();
                 root_null = false;
@@ -82,7 +110,7 @@ pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
                         .unwrap_or(false);
                 }
                 if anchor != 0 {
-                    anchors.push((anchor, quoted));
+                    anchors.push((anchor, (quoted, value.to_string())));
                 }
                 if is_key {
                     let k = match resolve_scalar(&value, style, tag.as_deref()) {
@@ -97,8 +125,8 @@ pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
                     }
                     continue;
                 }
-                if let (Some(p), false, true) = (ptr, skip, quoted) {
-                    set.insert(p);
+                if let (Some(p), false) = (ptr, skip) {
+                    set.insert(p, (quoted, value.to_string()));
                 }
                 done(&mut stack);
             }
@@ -113,13 +141,9 @@ pub fn quoted_pointers(text: &str) -> Vec<HashSet<String>> {
                     }
                     continue;
                 }
-                let quoted = anchors
-                    .iter()
-                    .rev()
-                    .find(|(a, _)| *a == id)
-                    .is_some_and(|(_, q)| *q);
-                if let (Some(p), false, true) = (ptr, skip, quoted) {
-                    set.insert(p);
+                let found = anchors.iter().rev().find(|(a, _)| *a == id);
+                if let (Some(p), false, Some((_, v))) = (ptr, skip, found) {
+                    set.insert(p, v.clone());
                 }
                 done(&mut stack);
             }
@@ -163,6 +187,60 @@ pub fn needs_quotes(s: &str) -> bool {
     )
 }
 
+/// How YAML 1.1 (kustomize's conversion of JSON 6902 patches) reads a plain scalar, where it
+/// differs from YAML 1.2: `yes`/`no`/`on`/`off`/`y`/`n` booleans, octal `010`, `1_000`,
+/// `60:30` (base 60) and dates.
+pub fn yaml11(text: &str) -> Option<Value> {
+    match text {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(Value::Bool(true)),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let (neg, body) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let sign = |v: i64| Value::Number(if neg { -v } else { v }.into());
+    let clean: String = body.chars().filter(|c| *c != '_').collect();
+    if clean.is_empty() || (body.contains('_') && !body.starts_with(|c: char| c.is_ascii_digit())) {
+        return None;
+    }
+    if let Some(b) = clean.strip_prefix("0b") {
+        return i64::from_str_radix(b, 2).ok().map(sign);
+    }
+    if clean.len() > 1
+        && clean.starts_with('0')
+        && clean.bytes().all(|c| (b'0'..=b'7').contains(&c))
+    {
+        return i64::from_str_radix(&clean[1..], 8).ok().map(sign);
+    }
+    if body.contains('_') && clean.bytes().all(|c| c.is_ascii_digit()) {
+        return clean.parse::<i64>().ok().map(sign);
+    }
+    if clean.contains(':') && !clean.starts_with(':') {
+        let mut v: i64 = 0;
+        for part in clean.split(':') {
+            if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            v = v.checked_mul(60)?.checked_add(part.parse::<i64>().ok()?)?;
+        }
+        return Some(sign(v));
+    }
+    let b = text.as_bytes();
+    if b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+    {
+        return Some(Value::String(format!("{text}T00:00:00Z")));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +256,24 @@ mod tests {
         assert_eq!(a, vec!["/a", "/c/0", "/d"]);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), vec!["/k"]);
         assert!(needs_quotes("1") && needs_quotes("true") && !needs_quotes("v1"));
+        let plain = plain_scalars("a: yes\nb: 'no'\nc: [010]\n");
+        assert_eq!(plain[0].get("/a").map(String::as_str), Some("yes"));
+        assert!(!plain[0].contains_key("/b"));
+        assert_eq!(plain[0].get("/c/0").map(String::as_str), Some("010"));
+    }
+
+    #[test]
+    fn yaml_1_1_scalars() {
+        assert_eq!(yaml11("yes"), Some(Value::Bool(true)));
+        assert_eq!(yaml11("Off"), Some(Value::Bool(false)));
+        assert_eq!(yaml11("010"), Some(Value::from(8)));
+        assert_eq!(yaml11("1_000"), Some(Value::from(1000)));
+        assert_eq!(yaml11("1:20"), Some(Value::from(80)));
+        assert_eq!(
+            yaml11("2021-01-02"),
+            Some(Value::from("2021-01-02T00:00:00Z"))
+        );
+        assert_eq!(yaml11("10"), None);
+        assert_eq!(yaml11("v1"), None);
     }
 }

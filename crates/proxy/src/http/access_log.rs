@@ -1,5 +1,6 @@
 //! The access log: one line per request on the `access` tracing target, in Envoy's default
-//! text format plus the route origin (which VirtualService rule served the request):
+//! text format plus the route origin (which VirtualService rule served the request) and, when an
+//! AuthorizationPolicy applies, the authorization decision naming the policy and rule:
 //!
 //! ```text
 //! [2026-11-02T10:00:00.123Z] "GET /api HTTP/1.1" 200 - 0 13 4 "10.0.0.1" "curl/8.5" "3f2a..." "api.example.com" "127.0.0.1:8080" outbound|80||api VirtualService ns/api rule 0
@@ -36,6 +37,9 @@ pub struct AccessLog {
     pub upstream_cluster: Option<String>,
     pub route: Option<String>,
     pub listener: Arc<str>,
+    /// The authorization decision, when a policy applies: the deciding policy and rule
+    /// (`denied by DENY policy ns/name rule 0`), appended quoted.
+    pub authz: Option<String>,
 }
 
 impl AccessLog {
@@ -62,10 +66,14 @@ impl AccessLog {
         let upstream = self
             .upstream_host
             .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let authz = match &self.authz {
+            Some(a) => format!(" \"{}\"", a.replace('"', "'")),
+            None => String::new(),
+        };
         tracing::info!(
             target: "access",
             listener = %self.listener,
-            "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}",
+            "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {}{}",
             rfc3339(self.wall),
             self.method,
             self.path,
@@ -82,6 +90,7 @@ impl AccessLog {
             upstream,
             self.upstream_cluster.as_deref().unwrap_or("-"),
             self.route.as_deref().unwrap_or("-"),
+            authz,
         );
     }
 }

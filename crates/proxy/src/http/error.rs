@@ -37,9 +37,13 @@ pub enum Flag {
     NC = 2048,
     /// Invalid downstream request (Envoy's DPE: downstream protocol error).
     DPE = 4096,
+    /// Denied by authorization (AuthorizationPolicy DENY/ALLOW).
+    RBAC = 8192,
+    /// Denied by (or, failing closed, unable to reach) the external authorization service.
+    UAEX = 16384,
 }
 
-const ALL: [Flag; 13] = [
+const ALL: [Flag; 15] = [
     Flag::NR,
     Flag::UH,
     Flag::UF,
@@ -53,6 +57,8 @@ const ALL: [Flag; 13] = [
     Flag::UPE,
     Flag::NC,
     Flag::DPE,
+    Flag::RBAC,
+    Flag::UAEX,
 ];
 
 /// A set of flags; prints `-` when empty, else comma-separated (Envoy's format).

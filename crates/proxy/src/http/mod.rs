@@ -4,8 +4,10 @@
 //! - [`serve_connection`] (here): the codec. hyper-util's auto builder serves HTTP/1.1 and
 //!   HTTP/2 (prior knowledge or TLS ALPN) on one connection, with header-read timeout and
 //!   header-size limits armed.
-//! - [`request::handle`]: the request life cycle: validate, route (`trellis_model::route`),
-//!   CORS, fault injection, then the action: direct response, redirect or forward.
+//! - [`request::handle`]: the request life cycle: validate, normalize the path, sanitize
+//!   `x-forwarded-client-cert`, JWT authentication, authorization (with ext-authz for CUSTOM)
+//!   ([`security`]), route (`trellis_model::route`), CORS, fault injection, then the action:
+//!   direct response, redirect or forward.
 //! - [`forward`]: weighted cluster, header ops and rewrites, mirrors, the retry loop with
 //!   timeouts over `upstream` (LB, pools, circuit breakers, outlier detection), WebSocket
 //!   tunnels.
@@ -20,6 +22,7 @@ pub mod forward;
 pub mod headers;
 pub mod request;
 pub mod rewrite;
+pub mod security;
 
 use std::convert::Infallible;
 use std::sync::Arc;

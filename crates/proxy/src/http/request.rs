@@ -5,13 +5,22 @@
 //!    Host) → 400. (hyper itself refuses malformed heads, signed or conflicting
 //!    Content-Length and unknown Transfer-Encoding; with both Content-Length and chunked
 //!    it drops Content-Length and closes the connection after the response.)
-//! 2. **route**: the listener's route table, virtual host by authority, first matching rule
+//! 2. **normalize** the path (MeshConfig `pathNormalization`): refused paths → 400; routing,
+//!    authorization and the upstream see the normalized path.
+//! 3. **`x-forwarded-client-cert`**: the client's copy removed; set from the verified peer
+//!    certificate on mTLS connections.
+//! 4. **JWT authentication** (RequestAuthentication): an invalid token → 401 with
+//!    `www-authenticate`; the identity is kept for authorization.
+//! 5. **authorization** (AuthorizationPolicy CUSTOM → DENY → ALLOW): denied → 403
+//!    `RBAC: access denied`, logged with the deciding policy and rule; CUSTOM asks the
+//!    ext-authz provider.
+//! 6. **route**: the listener's route table, virtual host by authority, first matching rule
 //!    (`trellis_model::route`). None → 404 `NR`. `httpsRedirect` hosts on plaintext → 301.
-//! 3. **CORS**: preflights answered here.
-//! 4. **fault**: delay, then abort.
-//! 5. **action**: direct response, redirect, or [`forward`](crate::http::forward).
-//! 6. **response**: route response header ops, CORS headers; the access log line is written
-//!    when the body ends.
+//! 7. **CORS**: preflights answered here.
+//! 8. **fault**: delay, then abort.
+//! 9. **action**: direct response, redirect, or [`forward`](crate::http::forward).
+//! 10. **response**: route response header ops, CORS headers; the access log line is written
+//!     when the body ends.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -21,6 +30,7 @@ use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::Request;
 use rand::Rng;
+use trellis_model::authz::{Outcome, RBAC_DENIED_BODY, RBAC_DENIED_STATUS};
 use trellis_model::config::{FaultAbort, RouteAction, Scheme};
 use trellis_model::route::{route_request, RequestInfo};
 
@@ -28,7 +38,9 @@ use crate::http::access_log::AccessLog;
 use crate::http::body::{self, Body, ResponseBody};
 use crate::http::cors::{self, CorsDecision};
 use crate::http::error::{self, Flag};
+use crate::http::security::{self as sec, ExtAuthz};
 use crate::http::{forward, headers, rewrite};
+use crate::security::AuthnOutcome;
 use crate::state::{ConnectionInfo, ProxyState};
 use crate::upstream::InFlightSlot;
 
@@ -62,6 +74,7 @@ pub async fn handle(
         upstream_cluster: None,
         route: None,
         listener: conn.listener.clone(),
+        authz: None,
     })));
 
     // 1. validate
@@ -78,12 +91,168 @@ pub async fn handle(
         Scheme::Http => "http",
         Scheme::Https => "https",
     };
+    // One snapshot for the whole request: policies and routes from the same config.
+    let security = state.security.load_full();
+    let config = security.config.clone();
+
+    // 2. normalize the path
+    if let Err(why) = sec::normalize_path(&mut parts, &config.security.path_normalization) {
+        tracing::info!(
+            listener = %conn.listener,
+            peer = %conn.peer_addr,
+            path = %log.path,
+            "request refused: path not accepted by normalization ({}): {why}",
+            config.security.path_normalization.level
+        );
+        log.flags.set(Flag::DPE);
+        return finish(error::local_reply(400, "Bad Request", grpc), None, log);
+    }
+
     log.request_id = Some(headers::ensure_request_id(&mut parts.headers));
     headers::add_forwarding(&mut parts.headers, conn.peer_addr.ip(), scheme_str);
     log.forwarded_for = parts.headers.get("x-forwarded-for").cloned();
 
-    // 2. route
-    let config = state.config.load_full();
+    // 3. x-forwarded-client-cert
+    if conn.peer_cert_sha256.is_some() {
+        let own = state
+            .mesh_tls
+            .get()
+            .map(|m| m.identity())
+            .unwrap_or_else(|| config.security.identity.clone());
+        sec::forwarded_client_cert(&mut parts.headers, &conn, &own);
+    } else {
+        parts.headers.remove(sec::XFCC);
+    }
+
+    // 4. JWT authentication
+    // Sidecars enforce RequestAuthentication and AuthorizationPolicy on inbound traffic only
+    // (their own outbound calls are the destination's business); gateways on everything.
+    let enforce = sec::enforces_policies(&config, &conn);
+    let jwt_identity = if !enforce || security.jwt.is_empty() {
+        None
+    } else {
+        let audiences: Vec<&str> = config
+            .security
+            .audiences
+            .iter()
+            .map(String::as_str)
+            .collect();
+        match security
+            .jwt
+            .authenticate(&mut parts.headers, &mut parts.uri, &audiences)
+            .await
+        {
+            AuthnOutcome::NoToken => None,
+            AuthnOutcome::Authenticated(id) => Some(id),
+            AuthnOutcome::Invalid(f) => {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                tracing::info!(
+                    listener = %conn.listener,
+                    peer = %conn.peer_addr,
+                    path = %log.path,
+                    issuer = ?f.issuer,
+                    rule = ?f.rule,
+                    "request refused: JWT authentication failed: {}: {}",
+                    f.body(),
+                    f.detail
+                );
+                let realm = crate::security::jwt::realm(scheme_str, &authority, path);
+                let mut resp = error::local_reply(f.status().as_u16(), f.body(), grpc);
+                resp.headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, f.www_authenticate(&realm));
+                return finish(resp, None, log);
+            }
+        }
+    };
+
+    // 5. authorization
+    let mut ext_response_headers = Vec::new();
+    if enforce && !config.security.authz.is_empty() {
+        let req = sec::authz_request(&conn, &parts, &authority, jwt_identity.as_deref());
+        let decision = config.security.authz.evaluate(&req);
+        // Formatted for the access log only when it is written (allowed requests).
+        let text = if decision.allowed && !tracing::enabled!(target: "access", tracing::Level::INFO)
+        {
+            String::new()
+        } else {
+            decision.to_string()
+        };
+        match decision.outcome() {
+            Outcome::Deny => {
+                tracing::info!(
+                    target: "trellis::authz",
+                    listener = %conn.listener,
+                    peer = %conn.peer_addr,
+                    principal = ?conn.peer_identity,
+                    request_principal = ?req.request_principal,
+                    "{} {} {}: {text}",
+                    parts.method,
+                    req.path,
+                    authority
+                );
+                log.flags.set(Flag::RBAC);
+                log.authz = Some(text);
+                return finish(
+                    error::local_reply(RBAC_DENIED_STATUS, RBAC_DENIED_BODY, grpc),
+                    None,
+                    log,
+                );
+            }
+            Outcome::Allow => {
+                tracing::debug!(target: "trellis::authz", listener = %conn.listener, "{} {}: {decision}", parts.method, req.path);
+                if !text.is_empty() {
+                    log.authz = Some(text);
+                }
+            }
+            Outcome::Custom { provider, .. } => {
+                let Some(p) = config.security.ext_authz.get(provider) else {
+                    tracing::info!(
+                        target: "trellis::authz",
+                        listener = %conn.listener,
+                        "{} {}: {text}; provider {provider:?} is not an envoyExtAuthzHttp provider of the mesh config: denied",
+                        parts.method,
+                        req.path
+                    );
+                    log.flags.set(Flag::UAEX);
+                    log.authz = Some(text);
+                    return finish(
+                        error::local_reply(RBAC_DENIED_STATUS, RBAC_DENIED_BODY, grpc),
+                        None,
+                        log,
+                    );
+                };
+                match sec::ext_authz(p, &config, &state, &conn, &parts, &authority).await {
+                    ExtAuthz::Allow {
+                        upstream,
+                        downstream,
+                    } => {
+                        for (k, v) in upstream {
+                            parts.headers.insert(k, v);
+                        }
+                        ext_response_headers = downstream;
+                        if !text.is_empty() {
+                            log.authz = Some(text);
+                        }
+                    }
+                    ExtAuthz::Deny(resp, why) => {
+                        tracing::info!(
+                            target: "trellis::authz",
+                            listener = %conn.listener,
+                            peer = %conn.peer_addr,
+                            "{} {} {authority}: {text}; {why}",
+                            parts.method,
+                            parts.uri.path()
+                        );
+                        log.flags.set(Flag::UAEX);
+                        log.authz = Some(format!("{text}; {why}"));
+                        return finish(resp, None, log);
+                    }
+                }
+            }
+        }
+    }
+
+    // 6. route
     let Some(table) = config.routes.get(&*conn.route_table) else {
         log.flags.set(Flag::NR);
         return finish(error::local_reply(404, "", grpc), None, log);
@@ -116,14 +285,14 @@ pub async fn handle(
         return finish(resp, None, log);
     }
 
-    // 3. CORS
+    // 7. CORS
     let cors_origin = match cors::evaluate(route.cors.as_ref(), &parts.method, &parts.headers) {
         CorsDecision::Preflight(resp) => return finish(resp, None, log),
         CorsDecision::Actual(origin) => Some(origin),
         CorsDecision::None => None,
     };
 
-    // 4. fault injection
+    // 8. fault injection
     if let Some(fault) = &route.fault {
         if let Some((delay, pct)) = fault.delay {
             if roll(pct) {
@@ -145,7 +314,7 @@ pub async fn handle(
         }
     }
 
-    // 5. action
+    // 9. action
     let (mut resp, slot) = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let mut resp = Response::new(match body {
@@ -193,7 +362,10 @@ pub async fn handle(
         }
     };
 
-    // 6. response
+    // 10. response
+    for (k, v) in ext_response_headers {
+        resp.headers_mut().insert(k, v);
+    }
     headers::apply_ops(resp.headers_mut(), &route.response_headers);
     if let (Some(origin), Some(policy)) = (cors_origin, route.cors.as_ref()) {
         cors::decorate(policy, origin, resp.headers_mut());

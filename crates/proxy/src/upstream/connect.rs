@@ -1,7 +1,8 @@
 //! Opening a connection to one endpoint: TCP with the cluster's connect timeout, then TLS
 //! origination when the cluster asks for it (`UpstreamTls::Tls`, DestinationRule SIMPLE or
 //! MUTUAL). Istio mutual TLS is supplied by a [`MeshTlsProvider`] installed in `ProxyState`
-//! (the security work); until one is installed such clusters are dialled in plaintext.
+//! (`security::mesh::MeshIdentity`); a proxy without one dials such clusters in plaintext (with
+//! a warning), a proxy with one but no certificate yet fails the connection (fail closed).
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,15 +23,28 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 pub type BoxIo = Box<dyn Io>;
 
-/// Supplies client TLS for Istio mutual TLS (`UpstreamTls::IstioMutual`): the proxy's
-/// workload certificate and a verifier for the expected SPIFFE identities. Implemented by
-/// the identity layer; rotation is its business (return the current config each call).
+/// Supplies Istio mutual TLS: client configs for `UpstreamTls::IstioMutual` clusters (the
+/// proxy's workload certificate and a verifier for the expected SPIFFE identities) and the
+/// server config of inbound mesh mTLS chains. Implemented by `security::mesh::MeshIdentity`;
+/// rotation is its business (configs resolve the current certificate per handshake).
 pub trait MeshTlsProvider: Send + Sync {
-    fn client_config(&self, expected_identities: &[String]) -> Option<Arc<ClientConfig>>;
+    /// Client TLS to a destination presenting one of `expected_identities` (empty: any
+    /// identity of the trust domain). `None` when no workload certificate is loaded yet: the
+    /// connection must fail (no plaintext fallback).
+    fn client_config(
+        &self,
+        expected_identities: &[String],
+        alpn: Alpn,
+    ) -> Option<Arc<ClientConfig>>;
+    /// Server TLS terminating mesh mTLS (client certificate from the mesh CA required);
+    /// `http` chains offer ALPN `h2`, `http/1.1`. Handshakes fail until a certificate is loaded.
+    fn server_config(&self, http: bool) -> Arc<rustls::ServerConfig>;
+    /// The proxy's own SPIFFE id (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+    fn identity(&self) -> String;
 }
 
 /// Which application protocol a connection will carry (selects ALPN).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Alpn {
     Http1,
     Http2,

@@ -111,6 +111,8 @@ impl Upstreams {
 pub struct Host {
     pub addr: SocketAddr,
     weight: AtomicU32,
+    /// The endpoint runs a sidecar (auto mTLS sends Istio mTLS only to those).
+    mesh: AtomicBool,
     active: AtomicU64,
     pub outlier: OutlierState,
     pools: Pools,
@@ -121,6 +123,7 @@ impl Host {
         Host {
             addr,
             weight: AtomicU32::new(weight.max(1)),
+            mesh: AtomicBool::new(false),
             active: AtomicU64::new(0),
             outlier: OutlierState::default(),
             pools: Pools::default(),
@@ -129,6 +132,11 @@ impl Host {
 
     pub fn active_requests(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the endpoint is in the mesh (has a sidecar).
+    pub fn is_mesh(&self) -> bool {
+        self.mesh.load(Ordering::Relaxed)
     }
 }
 
@@ -280,12 +288,13 @@ impl ClusterRuntime {
         }
     }
 
-    fn host(&self, addr: SocketAddr, weight: u32) -> Arc<Host> {
+    fn host(&self, addr: SocketAddr, weight: u32, mesh: bool) -> Arc<Host> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         let h = hosts
             .entry(addr)
             .or_insert_with(|| Arc::new(Host::new(addr, weight)));
         h.weight.store(weight.max(1), Ordering::Relaxed);
+        h.mesh.store(mesh, Ordering::Relaxed);
         h.clone()
     }
 
@@ -313,7 +322,7 @@ impl ClusterRuntime {
         if self.config.discovery == Discovery::OriginalDst
             || self.config.lb == LbPolicy::Passthrough
         {
-            let host = self.host(original_dst, 1);
+            let host = self.host(original_dst, 1, false);
             let hosts = vec![host];
             return Arc::new(EndpointSet {
                 schedule: Schedule::new(&hosts, None),
@@ -366,12 +375,12 @@ impl ClusterRuntime {
         eps: Option<&Arc<ClusterEndpoints>>,
         source: usize,
     ) -> Option<EndpointSet> {
-        let mut addrs: Vec<(SocketAddr, u32)> = Vec::new();
+        let mut addrs: Vec<(SocketAddr, u32, bool)> = Vec::new();
         let mut has_dns = false;
         let mut dns_failed = false;
         for ep in eps.map(|e| e.endpoints.as_slice()).unwrap_or_default() {
             match &ep.address {
-                EndpointAddress::Socket(a) => addrs.push((*a, ep.weight)),
+                EndpointAddress::Socket(a) => addrs.push((*a, ep.weight, ep.mesh)),
                 EndpointAddress::Dns { host, port } => {
                     has_dns = true;
                     let lookup = tokio::net::lookup_host((host.as_str(), *port));
@@ -379,8 +388,8 @@ impl ClusterRuntime {
                         Ok(Ok(it)) => {
                             // STRICT_DNS: every address is an endpoint.
                             for a in it {
-                                if !addrs.iter().any(|(x, _)| *x == a) {
-                                    addrs.push((a, ep.weight));
+                                if !addrs.iter().any(|(x, _, _)| *x == a) {
+                                    addrs.push((a, ep.weight, ep.mesh));
                                 }
                             }
                         }
@@ -399,7 +408,10 @@ impl ClusterRuntime {
         if dns_failed && addrs.is_empty() {
             return None;
         }
-        let hosts: Vec<Arc<Host>> = addrs.into_iter().map(|(a, w)| self.host(a, w)).collect();
+        let hosts: Vec<Arc<Host>> = addrs
+            .into_iter()
+            .map(|(a, w, m)| self.host(a, w, m))
+            .collect();
         Some(EndpointSet {
             schedule: Schedule::new(&hosts, self.hash_kind()),
             hosts,
@@ -477,7 +489,7 @@ impl ClusterRuntime {
 
     async fn dial(
         &self,
-        addr: SocketAddr,
+        host: &Host,
         alpn: Alpn,
         mesh: Option<&Arc<dyn MeshTlsProvider>>,
     ) -> Result<BoxIo, ConnectError> {
@@ -491,18 +503,36 @@ impl ClusterRuntime {
             sni,
         } = &self.config.tls
         {
-            mesh_config = mesh.and_then(|m| m.client_config(expected_identities));
-            mesh_sni = sni.as_deref();
-            if mesh_config.is_none() && !self.warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    cluster = %self.config.name,
-                    "cluster asks for Istio mutual TLS but no mesh identity is available: \
-                     connecting in plaintext"
-                );
+            // Auto mTLS: only endpoints with a sidecar get Istio mTLS (Envoy's transport
+            // socket match); a DestinationRule ISTIO_MUTUAL applies to every endpoint.
+            if !self.config.auto_mtls || host.is_mesh() {
+                match mesh {
+                    Some(m) => match m.client_config(expected_identities, alpn) {
+                        Some(c) => {
+                            mesh_config = Some(c);
+                            mesh_sni = sni.as_deref();
+                        }
+                        None => {
+                            self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                            return Err(ConnectError::Tls(std::io::Error::other(
+                                "Istio mutual TLS required but the workload certificate is not loaded yet",
+                            )));
+                        }
+                    },
+                    None => {
+                        if !self.warned.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(
+                                cluster = %self.config.name,
+                                "cluster asks for Istio mutual TLS but this proxy has no mesh identity \
+                                 (start it with --ca-dir): connecting in plaintext"
+                            );
+                        }
+                    }
+                }
             }
         }
         let r = connect::connect(
-            addr,
+            host.addr,
             self.config.connect_timeout,
             self.config.pool.tcp_keepalive,
             self.tls.as_ref().map(|t| (t, alpn)),
@@ -522,7 +552,7 @@ impl ClusterRuntime {
         host: &Host,
         mesh: Option<&Arc<dyn MeshTlsProvider>>,
     ) -> Result<BoxIo, ConnectError> {
-        self.dial(host.addr, Alpn::None, mesh).await
+        self.dial(host, Alpn::None, mesh).await
     }
 
     /// A connection to `host` able to carry one request of `proto`; `fresh` asks for a new,
@@ -544,7 +574,7 @@ impl ClusterRuntime {
             Proto::Http2 => Checkout::H2(
                 host.pools
                     .h2(|| async {
-                        self.dial(host.addr, Alpn::Http2, mesh)
+                        self.dial(host, Alpn::Http2, mesh)
                             .await
                             .map_err(CheckoutError::from)
                     })
@@ -559,7 +589,7 @@ impl ClusterRuntime {
                 match idle {
                     Some(c) => Checkout::H1(c),
                     None => {
-                        let io = self.dial(host.addr, Alpn::Http1, mesh).await?;
+                        let io = self.dial(host, Alpn::Http1, mesh).await?;
                         Checkout::H1(Pools::handshake_h1(io).await?)
                     }
                 }

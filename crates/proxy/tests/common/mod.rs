@@ -47,6 +47,7 @@ pub fn base_config() -> ProxyConfig {
         clusters: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        security: Default::default(),
     }
 }
 
@@ -253,6 +254,7 @@ impl Proxy {
                     scheme,
                     sni: None,
                     peer_identity: None,
+                    peer_cert_sha256: None,
                 };
                 tokio::spawn(trellis_proxy::http::serve_connection(
                     sock,

@@ -112,6 +112,7 @@ pub fn config(
     let cluster = "outbound|8080||echo.default.svc.cluster.local".to_string();
     ProxyConfig {
         warnings: Vec::new(),
+        security: Default::default(),
         version: version.into(),
         node: node(),
         mesh: MeshSettings {

@@ -16,6 +16,7 @@
 //! `mesh.yaml` and every proxy reloads it (SIGHUP), atomically, keeping its listeners and
 //! connections. Ctrl-C (or SIGTERM) stops the gateway first, then the sidecars, then the apps.
 
+mod certs;
 mod plan;
 mod procs;
 
@@ -345,6 +346,23 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// TLS Secrets for cert-manager Certificates, and the files clients should trust.
+fn add_gateway_certs(
+    plan: &mut Plan,
+    resources: &[trellis_api::Resource],
+    state: &Path,
+) -> anyhow::Result<()> {
+    let certs = certs::gateway_certs(resources, state).context("gateway certificates")?;
+    plan.documents.extend(certs.secrets);
+    plan.notes.extend(certs.notes);
+    plan.trust = certs
+        .trust
+        .into_iter()
+        .map(|((ns, name), path)| (format!("{ns}/{name}"), path))
+        .collect();
+    Ok(())
+}
+
 /// Claims the state directory for this run (one `up` per state directory).
 fn lock_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -431,6 +449,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         https_port: args.https_port,
         redis_available: !args.no_standins && which("redis-server").is_some(),
         postgres_available: !args.no_standins && find_postgres().is_some(),
+        standins_off: args.no_standins,
     };
     let mut keep = Allocations::default();
     let mut plan = plan::plan(&loaded.set.resources, &options, &mut keep, &mut free_port)
@@ -451,6 +470,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     plan.notes.extend(moved);
+    add_gateway_certs(&mut plan, &loaded.set.resources, &state)?;
     let mesh_file = state.join("mesh.yaml");
     write_atomic(&mesh_file, &plan::render(&plan.documents))
         .with_context(|| format!("cannot write {}", mesh_file.display()))?;
@@ -1044,6 +1064,7 @@ fn print_summary(
 
     // Gateways.
     let mut first_http: Option<(String, SocketAddr)> = None;
+    let mut first_https: Option<(String, SocketAddr, PathBuf)> = None;
     for w in plan.workloads.iter().filter(|w| w.role == Role::Gateway) {
         out.push_str(&format!("Ingress gateway {}\n", w.key()));
         for b in &w.gateway_binds {
@@ -1065,6 +1086,13 @@ fn print_summary(
                 b.protocol,
                 b.hosts.join(", ")
             ));
+            let trust = b
+                .credential
+                .as_ref()
+                .and_then(|c| plan.trust.get(&format!("{}/{c}", w.namespace)));
+            if let (true, None, Some(t)) = (tls, &first_https, trust) {
+                first_https = Some((host.clone(), addr, t.clone()));
+            }
             if !tls && first_http.is_none() {
                 first_http = Some((host, addr));
             }
@@ -1169,6 +1197,15 @@ fn print_summary(
         out.push_str(&format!(
             "  # health check, anonymous\n  curl -s {resolve} {base}/actuator/health\n"
         ));
+        if let Some((host, addr, trust)) = &first_https {
+            out.push_str(&format!(
+                "  # the same over HTTPS, trusting the gateway's certificate\n  curl -s --cacert {} --resolve {host}:{}:{} https://{host}:{}/actuator/health\n",
+                shell_quote(&trust.display().to_string()),
+                addr.port(),
+                addr.ip(),
+                addr.port()
+            ));
+        }
         if demo("demo-app auth-service") {
             out.push_str(&format!(
                 "  # log in as a demo user (any name and password) and keep the token\n  TOKEN=$(curl -s {resolve} -X POST {base}/api/auth/login -H 'content-type: application/json' -d '{{\"username\":\"trader\",\"password\":\"trader\"}}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\n"
@@ -1397,7 +1434,7 @@ async fn serve(
             _ = term.recv() => return ExitCode::SUCCESS,
             Some(()) = rx.recv() => {
                 while rx.try_recv().is_ok() {}
-                reload(input, mesh_file, options, keep, &mut current, logger, running).await;
+                reload(input, state, mesh_file, options, keep, &mut current, logger, running).await;
             }
             _ = tick.tick() => {
                 for p in running.procs.iter_mut().filter(|p| p.exited.is_none()) {
@@ -1412,8 +1449,10 @@ async fn serve(
 }
 
 /// A manifest change: analyze, refuse or apply.
+#[allow(clippy::too_many_arguments)]
 async fn reload(
     input: &Path,
+    state: &Path,
     mesh_file: &Path,
     options: &PlanOptions,
     keep: &mut Allocations,
@@ -1445,6 +1484,10 @@ async fn reload(
             return;
         }
     };
+    if let Err(e) = add_gateway_certs(&mut next, &loaded.set.resources, state) {
+        logger.info(&format!("✗ change refused, nothing changed: {e:#}"));
+        return;
+    }
     // Gateway ports moved at start stay where they are.
     for w in &mut next.workloads {
         if let Some(old) = current.workloads.iter().find(|o| o.key() == w.key()) {

@@ -260,10 +260,21 @@ fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    request_on(addr, HOST, method, path, headers, body)
+}
+
+fn request_on(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -306,8 +317,13 @@ fn dechunk(mut s: &str) -> String {
 }
 
 fn login(gw: SocketAddr) -> String {
-    let (status, body) = request(
+    login_as(gw, HOST)
+}
+
+fn login_as(gw: SocketAddr, host: &str) -> String {
+    let (status, body) = request_on(
         gw,
+        host,
         "POST",
         "/api/auth/login",
         &[("content-type", "application/json")],
@@ -329,10 +345,21 @@ fn version_of(body: &str) -> String {
 
 /// `n` API calls: the share of `canary` answers; every call must be a 200.
 fn canary_share(gw: SocketAddr, bearer: &str, n: usize) -> f64 {
+    canary_share_on(gw, HOST, bearer, n)
+}
+
+fn canary_share_on(gw: SocketAddr, host: &str, bearer: &str, n: usize) -> f64 {
     let mut canary = 0;
     for _ in 0..n {
-        let (status, body) =
-            request(gw, "GET", "/api/orders", &[("authorization", bearer)], "").unwrap();
+        let (status, body) = request_on(
+            gw,
+            host,
+            "GET",
+            "/api/orders",
+            &[("authorization", bearer)],
+            "",
+        )
+        .unwrap();
         assert_eq!(status, 200, "{body}");
         match version_of(&body).as_str() {
             "canary" => canary += 1,
@@ -616,4 +643,45 @@ fn a_broken_mesh_does_not_start() {
     assert_eq!(out.status.code(), Some(79), "{stderr}");
     assert!(stderr.contains("IST0101"), "{stderr}");
     assert!(stderr.contains("service-gateway+canary"), "{stderr}");
+}
+
+#[test]
+fn prod_overlay_runs_with_a_local_cert_manager_and_its_own_split() {
+    let local = example().join("local");
+    let up = Up::start(&[
+        local.to_str().unwrap(),
+        "--overlay",
+        "prod",
+        "--no-standins",
+    ]);
+    let out = up.output();
+    assert!(
+        out.contains("Certificate istio-system/prod-alphintra-gateway-tls"),
+        "{out}"
+    );
+    // The printed HTTPS command works: the gateway serves a certificate from the local issuer.
+    let https = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("curl -s --cacert"))
+        .unwrap_or_else(|| panic!("no HTTPS command:\n{out}"));
+    assert!(https.contains("https://alphintra.com:"), "{https}");
+    if Command::new("curl").arg("--version").output().is_ok() {
+        let run = Command::new("bash").args(["-c", https]).output().unwrap();
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            text.contains("\"status\":\"UP\""),
+            "{https}\n{text}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    // prod routes 90/10 (its canary-weights patch).
+    let gw = up.gateway;
+    let bearer = format!("Bearer {}", login_as(gw, "alphintra.com"));
+    let share = canary_share_on(gw, "alphintra.com", &bearer, 200);
+    assert!(
+        (0.03..=0.19).contains(&share),
+        "canary share {share} is not ~10%"
+    );
+    up.interrupt_and_check_clean();
 }

@@ -59,6 +59,8 @@ pub struct PlanOptions {
     /// Stand-in servers available (`redis-server`, `postgres`).
     pub redis_available: bool,
     pub postgres_available: bool,
+    /// Stand-ins turned off (`--no-standins`).
+    pub standins_off: bool,
 }
 
 impl PlanOptions {
@@ -176,6 +178,9 @@ pub struct Plan {
     pub documents: Vec<Value>,
     /// What the plan did that the user should know (generated entries, missing tools).
     pub notes: Vec<String>,
+    /// Gateway credential (`ns/name`) -> the certificate file a client should trust.
+    #[serde(skip)]
+    pub trust: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// Allocations that must not move while `up` runs (ports in use by running processes).
@@ -557,6 +562,9 @@ pub fn plan(
                 StandInKind::Redis => options.redis_available,
                 StandInKind::Postgres => options.postgres_available,
             };
+            if options.standins_off {
+                continue;
+            }
             if !available {
                 plan.notes.push(format!(
                     "{host}:{number} (ServiceEntry {}): no local {} stand-in: {}",
@@ -1010,6 +1018,7 @@ mod tests {
             https_port: None,
             redis_available: true,
             postgres_available: false,
+            standins_off: false,
         }
     }
 

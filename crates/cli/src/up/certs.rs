@@ -30,7 +30,7 @@ pub struct GatewayCerts {
     pub notes: Vec<String>,
 }
 
-fn secret_data<'r>(r: &'r Resource, key: &str) -> Option<Vec<u8>> {
+fn secret_data(r: &Resource, key: &str) -> Option<Vec<u8>> {
     let v = r.raw["data"][key].as_str()?;
     let clean: String = v.chars().filter(|c| !c.is_whitespace()).collect();
     B64.decode(clean).ok()

@@ -1518,64 +1518,63 @@ async fn reload(
             ));
         }
     }
-    // Versions before, to tell applied from unchanged.
-    let mut before = BTreeMap::new();
-    for (w, admin) in &running.admins {
-        if let Ok((200, body)) = http_get(*admin, "localhost", "/server_info").await {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            before.insert(
-                w.clone(),
-                (v["config_version"].clone(), v["configs_rejected"].clone()),
-            );
-        }
-    }
+    // What each proxy did with the change, from its log: applied, unchanged or rejected.
+    let before: Vec<(usize, u64)> = running
+        .procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            matches!(p.kind, ProcKind::Gateway | ProcKind::Sidecar) && p.exited.is_none()
+        })
+        .map(|(i, p)| (i, p.reloads.borrow().0))
+        .collect();
     if let Err(e) = write_atomic(mesh_file, &plan::render(&next.documents)) {
         logger.info(&format!("✗ cannot write {}: {e}", mesh_file.display()));
         return;
     }
     // Standalone proxies reload on SIGHUP; a control plane sees the file change and pushes.
     if running.control_plane.is_none() {
-        for p in running.procs.iter().filter(|p| {
-            matches!(p.kind, ProcKind::Gateway | ProcKind::Sidecar) && p.exited.is_none()
-        }) {
-            procs::signal(p.pid, libc::SIGHUP);
+        for (i, _) in &before {
+            procs::signal(running.procs[*i].pid, libc::SIGHUP);
         }
     }
     *current = next;
-    // Which proxies took it.
-    // A proxy whose config does not change says nothing: wait a little, not long.
-    let deadline = Instant::now() + Duration::from_millis(1500);
+    // A controlled proxy whose config does not change hears nothing: do not wait long for it.
+    let deadline = Instant::now()
+        + if running.control_plane.is_some() {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_secs(5)
+        };
     let mut applied = Vec::new();
-    let mut done_at = t0.elapsed();
+    let mut unchanged = Vec::new();
     let mut rejected = Vec::new();
-    let mut pending: Vec<String> = before.keys().cloned().collect();
+    let mut pending = before;
+    let mut done_at = t0.elapsed();
     while !pending.is_empty() && Instant::now() < deadline {
-        let mut still = Vec::new();
-        for w in pending {
-            let admin = running.admins[&w];
-            let Ok((200, body)) = http_get(admin, "localhost", "/server_info").await else {
-                still.push(w);
-                continue;
-            };
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let (old_version, old_rejected) = &before[&w];
-            if &v["configs_rejected"] != old_rejected {
-                rejected.push(format!(
-                    "{w}: {}",
-                    v["last_error"]["message"].as_str().unwrap_or("rejected")
-                ));
-            } else if &v["config_version"] != old_version {
-                applied.push(w);
-                done_at = t0.elapsed();
-            } else {
-                still.push(w);
+        pending.retain(|(i, seen)| {
+            let p = &running.procs[*i];
+            let (n, event) = p.reloads.borrow().clone();
+            if n == *seen {
+                return true;
             }
-        }
-        pending = still;
+            done_at = t0.elapsed();
+            match event {
+                procs::Reload::Applied => applied.push(p.workload.clone()),
+                procs::Reload::Unchanged => unchanged.push(p.workload.clone()),
+                procs::Reload::Rejected(why) => rejected.push(format!("{}: {why}", p.workload)),
+            }
+            false
+        });
         if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    unchanged.extend(
+        pending
+            .iter()
+            .map(|(i, _)| running.procs[*i].workload.clone()),
+    );
     let ms = done_at.as_millis();
     let short = |v: &[String]| {
         v.iter()
@@ -1591,8 +1590,8 @@ async fn reload(
             format!("new config in {}", short(&applied))
         }
     );
-    if !pending.is_empty() {
-        text.push_str(&format!("; unchanged: {}", short(&pending)));
+    if !unchanged.is_empty() {
+        text.push_str(&format!("; unchanged: {}", short(&unchanged)));
     }
     logger.info(&text);
     for r in rejected {

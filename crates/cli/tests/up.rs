@@ -577,6 +577,11 @@ fn live_changes_apply_in_place_and_broken_edits_are_refused() {
         "canary share {share} after 50/50"
     );
     eprintln!("weight change applied {applied_after:?} after the edit");
+    // Goal: under 1s (typically ~300ms here); the bound leaves room for a loaded machine.
+    assert!(
+        applied_after < Duration::from_secs(2),
+        "the change took {applied_after:?}"
+    );
 
     // A broken edit: refused with the analyzer's message; traffic keeps the last good config.
     let before = up.line_count();

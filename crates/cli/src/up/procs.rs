@@ -160,6 +160,8 @@ pub struct Proc {
     pub admin: watch::Receiver<Option<SocketAddr>>,
     /// The gRPC address a control plane logs once it is ready (`... gRPC on ...`).
     pub grpc: watch::Receiver<Option<SocketAddr>>,
+    /// A proxy's config events, counted: what it did with the last config it was given.
+    pub reloads: watch::Receiver<(u64, Reload)>,
     pub exited: Option<ExitStatus>,
 }
 
@@ -198,9 +200,11 @@ pub fn spawn(
     let pid = child.id().unwrap_or(0);
     let (admin_tx, admin) = watch::channel(None);
     let (grpc_tx, grpc) = watch::channel(None);
+    let (reload_tx, reloads) = watch::channel((0, Reload::Unchanged));
     let found = Arc::new(Found {
         admin: admin_tx,
         grpc: grpc_tx,
+        reload: reload_tx,
     });
     if let Some(out) = child.stdout.take() {
         pump(
@@ -221,6 +225,7 @@ pub fn spawn(
         child,
         admin,
         grpc,
+        reloads,
         exited: None,
     })
 }
@@ -229,6 +234,26 @@ pub fn spawn(
 struct Found {
     admin: watch::Sender<Option<SocketAddr>>,
     grpc: watch::Sender<Option<SocketAddr>>,
+    reload: watch::Sender<(u64, Reload)>,
+}
+
+/// What a proxy did with a config (from its log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reload {
+    Applied,
+    Unchanged,
+    Rejected(String),
+}
+
+fn reload_event(line: &str) -> Option<Reload> {
+    if line.contains("config applied") {
+        Some(Reload::Applied)
+    } else if line.contains("config unchanged") {
+        Some(Reload::Unchanged)
+    } else {
+        line.split_once("config rejected: ")
+            .map(|(_, why)| Reload::Rejected(why.trim().to_string()))
+    }
 }
 
 /// The address right after `marker` in `line`.
@@ -255,6 +280,14 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
             }
             if let Some(a) = address_after(&line, "gRPC on ") {
                 let _ = found.grpc.send(Some(a));
+            }
+            if matches!(kind, ProcKind::Gateway | ProcKind::Sidecar) {
+                if let Some(e) = reload_event(&line) {
+                    found.reload.send_modify(|(n, last)| {
+                        *n += 1;
+                        *last = e;
+                    });
+                }
             }
             logger.line(&workload, kind, &line);
         }

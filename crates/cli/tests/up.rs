@@ -583,6 +583,65 @@ fn live_changes_apply_in_place_and_broken_edits_are_refused() {
         "the change took {applied_after:?}"
     );
 
+    // A new AuthorizationPolicy (a new file in the base kustomization): DENY /api/admin.
+    if security_landed() {
+        let (status, _) = request(
+            gw,
+            "GET",
+            "/api/admin/users",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 200, "before the policy");
+        let base = dir.path().join("alphintra/infra/kubernetes/istio/base");
+        std::fs::write(
+            base.join("authorizationpolicy-deny-admin.yaml"),
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-admin
+  namespace: istio-system
+spec:
+  selector:
+    matchLabels:
+      istio: ingressgateway
+  action: DENY
+  rules:
+    - to:
+        - operation:
+            paths: [\"/api/admin/*\"]
+",
+        )
+        .unwrap();
+        let k = base.join("kustomization.yaml");
+        let text = std::fs::read_to_string(&k).unwrap();
+        let before = up.line_count();
+        write_atomic(
+            &k,
+            &text.replace(
+                "  - authorizationpolicy-gateway.yaml\n",
+                "  - authorizationpolicy-gateway.yaml\n  - authorizationpolicy-deny-admin.yaml\n",
+            ),
+        );
+        assert!(
+            up.wait_for_line("change applied", before, Duration::from_secs(10)),
+            "{}",
+            up.output()
+        );
+        let (status, body) = request(
+            gw,
+            "GET",
+            "/api/admin/users",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .unwrap();
+        assert_eq!(status, 403, "{body}");
+    } else {
+        eprintln!("skipped: a new AuthorizationPolicy (the proxy does not enforce security in this build)");
+    }
+
     // A broken edit: refused with the analyzer's message; traffic keeps the last good config.
     let before = up.line_count();
     write_atomic(

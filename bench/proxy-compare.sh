@@ -24,9 +24,11 @@ TRELLIS="${TRELLIS:-${CARGO_TARGET_DIR:-target}/release/trellis}"
 
 work="$(mktemp -d /tmp/proxy-compare.XXXXXX)"
 pids=()
+load_pid=""
 cleanup() {
-  local rc=$?
+  local rc="${1:-$?}"
   trap - EXIT INT TERM
+  [[ -n "$load_pid" ]] && kill -TERM "$load_pid" 2>/dev/null
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -36,7 +38,12 @@ cleanup() {
   if [[ -n "${KEEP_WORK:-}" ]]; then echo "raw output kept in $work" >&2; else rm -rf "$work"; fi
   exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup 130' INT
+trap 'cleanup 143' TERM
+# Run a load generator in the background and wait for it, so a signal interrupts the wait
+# (bash defers traps until a foreground child exits) and cleanup can stop it.
+load() { "$@" & load_pid=$!; wait "$load_pid"; load_pid=""; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # wait_http URL NAME
@@ -170,12 +177,12 @@ hwm_kib() { # peak RSS summed over the process tree
 for t in $TARGETS; do
   url="http://127.0.0.1:${PORT[$t]}/"
   echo "== $t ($url)" >&2
-  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null # warm-up
+  load taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null # warm-up
   c0=$(cpu_ticks "${PID[$t]}"); s0=$(date +%s.%N)
-  taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$work/$t.wrk"
+  load taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$work/$t.wrk"
   c1=$(cpu_ticks "${PID[$t]}"); s1=$(date +%s.%N)
   echo "$((c1 - c0)) $s0 $s1" >"$work/$t.cpu"
-  taskset -c "$LOAD_CPUS" h2load --h1 -c"$RATE_CONNS" --rps="$RPS_PER_CONN" -D "$RATE_DURATION" \
+  load taskset -c "$LOAD_CPUS" h2load --h1 -c"$RATE_CONNS" --rps="$RPS_PER_CONN" -D "$RATE_DURATION" \
     --warm-up-time=1 --log-file="$work/$t.h2log" "$url" >"$work/$t.h2load"
   hwm_kib "${PID[$t]}" >"$work/$t.hwm"
 done

@@ -648,6 +648,10 @@ async fn start(
                 None,
             )?);
         }
+    }
+    // Apps first: the gateway fetches JWT keys from the auth service as soon as it starts.
+    wait_ready(plan, running, args.ready_timeout).await?;
+    for w in &plan.workloads {
         if w.role == Role::Plain {
             continue;
         }
@@ -671,7 +675,7 @@ async fn start(
         if !args.no_access_log {
             argv.extend(["--access-log".into(), "-".into()]);
         }
-        if features.ca_dir && running.control_plane.is_none() {
+        if features.ca_dir {
             argv.extend(["--ca-dir".into(), state.join("ca").display().to_string()]);
         }
         match w.role {

@@ -775,7 +775,7 @@ async fn start_standin(
             let postgres = find_postgres().ok_or_else(|| anyhow!("postgres not found"))?;
             let data = state.join("postgres").join(s.listen.ip().to_string());
             let (argv, user) = postgres_command(&postgres, &data, s.listen).await?;
-            Ok(procs::spawn(
+            let mut p = procs::spawn(
                 logger,
                 &label,
                 ProcKind::StandIn,
@@ -783,7 +783,10 @@ async fn start_standin(
                 &argv,
                 &[],
                 user,
-            )?)
+            )?;
+            // Fast shutdown: end sessions, checkpoint, exit.
+            p.stop_signal = libc::SIGINT;
+            Ok(p)
         }
     }
 }

@@ -511,6 +511,41 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
         eprintln!("skipped: Redis through the ServiceEntry (redis-server is not installed)");
     }
 
+    // PostgreSQL behind its ServiceEntry, through the stable workload's sidecar.
+    let pg_standin = up.info["standins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["kind"] == "postgres");
+    let psql = Command::new("psql").arg("--version").output().is_ok();
+    if pg_standin && psql {
+        let outbound = up.workload("service-gateway-stable")["outbound_ip"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                &outbound,
+                "-p",
+                "5432",
+                "-U",
+                "postgres",
+                "-tAc",
+                "select 40 + 2",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "42",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("skipped: PostgreSQL through the ServiceEntry (postgres or psql not installed)");
+    }
+
     // Plain text straight to a sidecar's inbound port is refused under STRICT mTLS.
     let inbound: SocketAddr = up.workload("service-gateway-stable")["inbound"]
         .as_str()

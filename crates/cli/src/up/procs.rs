@@ -163,6 +163,8 @@ pub struct Proc {
     /// A proxy's config events, counted: what it did with the last config it was given.
     pub reloads: watch::Receiver<(u64, Reload)>,
     pub exited: Option<ExitStatus>,
+    /// What asks it to stop (SIGTERM; PostgreSQL's fast shutdown is SIGINT).
+    pub stop_signal: i32,
 }
 
 /// Starts `program args` with `env`, its output going to `logger`.
@@ -227,6 +229,7 @@ pub fn spawn(
         grpc,
         reloads,
         exited: None,
+        stop_signal: libc::SIGTERM,
     })
 }
 
@@ -319,8 +322,10 @@ pub fn signal(pid: u32, signal: i32) {
 }
 
 /// Stops every process: gateways first (they stop taking traffic and drain), then sidecars,
-/// then apps, then stand-ins; each stage gets SIGTERM and `grace` to exit, then SIGKILL.
-/// Finally every process group is killed, so nothing a child started is left behind.
+/// then apps, then stand-ins; each stage's processes get their stop signal (the process
+/// itself, so a server shuts its workers down in order) and `grace` to exit, then SIGKILL to
+/// their process group. Finally every process group is killed, so nothing a child started is
+/// left behind.
 pub async fn stop_all(procs: &mut [Proc], grace: Duration) {
     let mut kinds: Vec<ProcKind> = procs.iter().map(|p| p.kind).collect();
     kinds.sort();
@@ -330,7 +335,7 @@ pub async fn stop_all(procs: &mut [Proc], grace: Duration) {
             .iter()
             .filter(|p| p.kind == kind && p.exited.is_none())
         {
-            signal_group(p.pid, libc::SIGTERM);
+            signal(p.pid, p.stop_signal);
         }
         for p in procs
             .iter_mut()

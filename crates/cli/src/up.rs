@@ -1170,9 +1170,26 @@ fn print_summary(
             ));
         }
     }
+    let without: Vec<String> = running
+        .procs
+        .iter()
+        .filter(|p| p.no_identity.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|p| {
+            p.workload
+                .rsplit('/')
+                .next()
+                .unwrap_or(&p.workload)
+                .to_string()
+        })
+        .collect();
     out.push_str(&format!(
         "\nmTLS between sidecars: {}\n",
-        if features.ca_dir || running.control_plane.is_some() {
+        if !without.is_empty() {
+            format!(
+                "✗ no workload certificate in {} (their mTLS connections fail; see their logs)",
+                without.join(", ")
+            )
+        } else if features.ca_dir || running.control_plane.is_some() {
             format!("on (local CA in {})", state.join("ca").display())
         } else {
             "not in this build (plain text between sidecars)".to_string()

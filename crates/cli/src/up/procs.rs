@@ -165,6 +165,8 @@ pub struct Proc {
     pub exited: Option<ExitStatus>,
     /// What asks it to stop (SIGTERM; PostgreSQL's fast shutdown is SIGINT).
     pub stop_signal: i32,
+    /// A proxy said it has no workload certificate (its mTLS chains cannot work).
+    pub no_identity: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts `program args` with `env`, its output going to `logger`.
@@ -203,10 +205,12 @@ pub fn spawn(
     let (admin_tx, admin) = watch::channel(None);
     let (grpc_tx, grpc) = watch::channel(None);
     let (reload_tx, reloads) = watch::channel((0, Reload::Unchanged));
+    let no_identity = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let found = Arc::new(Found {
         admin: admin_tx,
         grpc: grpc_tx,
         reload: reload_tx,
+        no_identity: no_identity.clone(),
     });
     if let Some(out) = child.stdout.take() {
         pump(
@@ -230,6 +234,7 @@ pub fn spawn(
         reloads,
         exited: None,
         stop_signal: libc::SIGTERM,
+        no_identity,
     })
 }
 
@@ -238,6 +243,7 @@ struct Found {
     admin: watch::Sender<Option<SocketAddr>>,
     grpc: watch::Sender<Option<SocketAddr>>,
     reload: watch::Sender<(u64, Reload)>,
+    no_identity: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a proxy did with a config (from its log).
@@ -285,6 +291,11 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
                 let _ = found.grpc.send(Some(a));
             }
             if matches!(kind, ProcKind::Gateway | ProcKind::Sidecar) {
+                if line.contains("no mesh identity") {
+                    found
+                        .no_identity
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(e) = reload_event(&line) {
                     found.reload.send_modify(|(n, last)| {
                         *n += 1;

@@ -25,10 +25,12 @@
 //!   decoding step left to the backend that could turn an allowed path into a denied one.
 //!   An explicit `BASE`/`MERGE_SLASHES` is honoured (apps that rely on `%2F` in a segment keep
 //!   working); set [`PathOptions::reject_escaped_slashes`] to refuse `%2F`/`%5C` there.
-//! * **A literal `\` is rejected (400)** ([`BackslashAction::Reject`]). Envoy rewrites it to
-//!   `/`; some backends (IIS, some Java and Node servers) treat it as a separator and others as
-//!   data, so no single rewrite is right for every upstream. Percent-encoded `%5C` is decoded to
-//!   `/` under `DECODE_AND_MERGE_SLASHES` (as Envoy does) and kept otherwise.
+//! * **A literal `\` is a separator** ([`BackslashAction::ToSlash`]), as in Envoy: at `BASE`
+//!   and above it is rewritten to `/` before dot segments are resolved, so `/\admin` and
+//!   `/x\..\admin` are `/admin` for routing, authorization *and* the upstream (backends such
+//!   as IIS and some Java and Node servers treat it as a separator; after the rewrite none
+//!   can see a different path than authz did). At `NONE` it is kept. Percent-encoded `%5C` is
+//!   decoded to `/` under `DECODE_AND_MERGE_SLASHES` (as Envoy does) and kept otherwise.
 //! * **`;` path parameters are rejected (400)** ([`PathParams::Reject`]). Envoy keeps them,
 //!   and Tomcat/Spring strip them before routing, so `/public/..;/admin` and `/admin;x=y`
 //!   reach `/admin` on such a backend while authz saw something else. Stripping them instead
@@ -49,7 +51,7 @@
 //! | `//admin`, `/./admin//` | `//admin` → allowed, many backends serve `/admin` | `/admin` → denied |
 //! | `/admin%2F`, `/%2Fadmin`, `/x/..%2fadmin` | unchanged → `/%2Fadmin` allowed | `/admin/`, `/admin` → denied |
 //! | `/%61dmin` | `/admin` | `/admin` → denied |
-//! | `/\admin`, `/x\..\admin` | `//admin` → allowed | 400 |
+//! | `/\admin`, `/x\..\admin` | `//admin` → allowed | `/admin` → denied |
 //! | `/admin;x=y`, `/public/..;/admin` | unchanged → the second is allowed | 400 |
 //! | `/admin#x` | `/admin` | `/admin` → denied |
 //! | host `EXAMPLE.com`, `example.com.`, `example.com:80` | `hosts: [example.com]` misses the port and trailing-dot forms | [`normalize_authority`]; authz host matching is case-, port- and trailing-dot-insensitive |
@@ -126,9 +128,9 @@ impl fmt::Display for Normalization {
 /// What to do with a literal `\` in the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum BackslashAction {
-    /// 400 (Trellis).
+    /// 400.
     Reject,
-    /// Rewrite to `/` at `BASE` and above (Envoy/Istio).
+    /// Rewrite to `/` at `BASE` and above (Envoy/Istio, and Trellis).
     ToSlash,
     /// Leave it (percent-encoded as `%5C` at `BASE` and above, as any non-RFC 3986 byte).
     Keep,
@@ -157,11 +159,14 @@ pub struct PathOptions {
 }
 
 impl PathOptions {
-    /// Trellis's behaviour for `level`: literal backslashes and `;` parameters rejected.
+    /// Trellis's behaviour for `level`: Envoy's, except that `;` parameters are rejected.
     pub const fn trellis(level: Normalization) -> PathOptions {
         PathOptions {
             level,
-            backslash: BackslashAction::Reject,
+            backslash: match level {
+                Normalization::None => BackslashAction::Keep,
+                _ => BackslashAction::ToSlash,
+            },
             path_params: PathParams::Reject,
             reject_escaped_slashes: false,
         }
@@ -529,7 +534,8 @@ mod tests {
         assert_eq!(t("/a/b/.."), Ok("/a/".to_string()));
         assert_eq!(t("/a/./b/."), Ok("/a/b/".to_string()));
         assert_eq!(t("/caf\u{e9} x"), Ok("/caf%C3%A9%20x".to_string()));
-        assert_eq!(t("/\\admin"), Err(PathError::Backslash));
+        assert_eq!(t("/\\admin").unwrap(), "/admin");
+        assert_eq!(t("/x\\..\\admin").unwrap(), "/admin");
         assert_eq!(t("/admin;x=y"), Err(PathError::PathParameter));
         assert_eq!(t("/admin%00"), Err(PathError::Nul));
         assert_eq!(t("/admin\0"), Err(PathError::Nul));

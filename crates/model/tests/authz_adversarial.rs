@@ -281,10 +281,10 @@ fn path_traversal_and_encoding_variants_of_admin_are_denied() {
         "/public/..%5cadmin",
         "/admin%2e",
         "/admin%7e",
-    ];
-    let rejected = [
         "/\\admin",
         "/x\\..\\admin",
+    ];
+    let rejected = [
         "/admin;x=y",
         "/user/..;p/admin",
         "/public/..;/admin",

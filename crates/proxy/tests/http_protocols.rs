@@ -292,11 +292,6 @@ async fn bad_requests_are_refused_and_the_proxy_keeps_serving() {
             b"get / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
             "400",
         ),
-        (
-            "backslash in path",
-            b"GET /a\\..\\b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
-            "400",
-        ),
         ("missing host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400"),
         (
             "asterisk form",

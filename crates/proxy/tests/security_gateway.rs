@@ -389,12 +389,14 @@ async fn deny_admin_holds_against_path_tricks() {
         "/x/..%2fadmin",
         "/admin?x=1",
         "///admin//",
+        "/\\admin",
+        "/x\\..\\admin",
     ] {
         let (status, text) = get(e.addr, HOST, path, &h).await;
         assert_eq!(status, 403, "{path}: {text}");
         assert!(text.ends_with("RBAC: access denied"), "{path}: {text}");
     }
-    for path in ["/admin;x=y", "/user/..;p/admin", "/%00admin", "/\\admin"] {
+    for path in ["/admin;x=y", "/user/..;p/admin", "/%00admin"] {
         let (status, text) = get(e.addr, HOST, path, &h).await;
         assert_eq!(status, 400, "{path}: {text}");
     }

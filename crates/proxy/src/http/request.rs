@@ -453,10 +453,8 @@ fn validate(parts: &http::request::Parts, has_authority: bool) -> Result<(), &'s
         // asterisk-form (`OPTIONS *`) and authority-form (`CONNECT host:port`) are not routed.
         return Err("request target is not origin-form");
     }
-    if pq
-        .bytes()
-        .any(|b| b == b'\\' || b < 0x21 || b == 0x7f || b == b'#')
-    {
+    // `\` is not refused here: path normalization turns it into `/` (as Envoy does).
+    if pq.bytes().any(|b| b < 0x21 || b == 0x7f || b == b'#') {
         return Err("invalid character in path");
     }
     if !has_authority && parts.version == Version::HTTP_11 {

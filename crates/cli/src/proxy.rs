@@ -36,7 +36,8 @@ pub struct ProxyArgs {
     #[arg(long = "control-plane", value_name = "ADDR", conflicts_with_all = ["config", "kustomize", "no_watch"])]
     pub control_plane: Option<String>,
 
-    /// Bootstrap token for the control plane (ignored without --control-plane).
+    /// Bootstrap token for the control plane (ignored without --control-plane). With it the
+    /// proxy also gets its SPIFFE workload certificate from the control plane's CA.
     #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
@@ -106,8 +107,9 @@ pub struct ProxyArgs {
     /// `root-cert.pem`, `cert-chain.pem`); a new root CA is generated there when it holds none.
     /// The proxy gets its SPIFFE workload certificate from it (renewed at half-life) and
     /// speaks Istio mTLS: to ISTIO_MUTUAL / auto-mTLS upstreams, and on inbound ports as
-    /// PeerAuthentication says. Without it, mTLS chains refuse every handshake.
-    #[arg(long = "ca-dir", value_name = "DIR")]
+    /// PeerAuthentication says. Without it, mTLS chains refuse every handshake. (With
+    /// --control-plane the certificate comes from the control plane's CA instead: --token.)
+    #[arg(long = "ca-dir", value_name = "DIR", conflicts_with = "control_plane")]
     pub ca_dir: Option<PathBuf>,
 
     /// Trust domain of the workload certificate. Default: the mesh config's `trustDomain`.
@@ -115,7 +117,7 @@ pub struct ProxyArgs {
     pub trust_domain: Option<String>,
 
     /// Lifetime of workload certificates (`24h` style units: ms, s, m, h).
-    #[arg(long = "cert-ttl", default_value = "24h", value_parser = parse_duration, requires = "ca_dir")]
+    #[arg(long = "cert-ttl", default_value = "24h", value_parser = parse_duration)]
     pub cert_ttl: Duration,
 }
 
@@ -451,10 +453,36 @@ fn run_controlled(
         .context("cannot start the async runtime")?;
     let drain = args.drain_timeout;
     let access_flag = args.access_log.is_some();
+    let cert_ttl = args.cert_ttl;
+    let mut options = options;
     runtime.block_on(async move {
-        tracing::info!("waiting for config from the control plane at {control_plane} for {ns}/{name}");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
+        if client.token.is_some() {
+            // The certificate first: the proxy serves mTLS from its first connection.
+            let cp = trellis_proxy::control_client::ControlClient::new(client.clone());
+            let identity = tokio::select! {
+                i = cp.mesh_identity(cert_ttl, RotationOptions::default()) => i,
+                _ = term.recv() => return Ok(ExitCode::SUCCESS),
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            };
+            match identity {
+                Ok(m) => {
+                    tracing::info!(
+                        identity = %m.manager().identity(),
+                        "workload certificate issued by the control plane's CA"
+                    );
+                    options.mesh_tls = Some(m);
+                }
+                Err(e) => {
+                    eprintln!("Error: mesh identity: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        } else {
+            tracing::warn!("no bootstrap token (--token, TRELLIS_TOKEN): no workload certificate; mesh mTLS refuses every handshake");
+        }
+        tracing::info!("waiting for config from the control plane at {control_plane} for {ns}/{name}");
         let controlled = tokio::select! {
             c = start_proxy(client, options) => c,
             _ = term.recv() => return Ok(ExitCode::SUCCESS),

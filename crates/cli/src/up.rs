@@ -11,10 +11,17 @@
 //! `up` waits for every proxy's `/ready` and every app's health, prints where everything is
 //! and commands to try, then streams the logs (prefixed per workload).
 //!
+//! By default a `trellis control-plane` serves `mesh.yaml` and the mesh CA (`<state>/ca`):
+//! every proxy follows it (`trellis proxy --control-plane`, bootstrap token in
+//! `TRELLIS_TOKEN`) and gets its SPIFFE certificate from it; if it dies, `up` starts it again
+//! on the same address and the proxies, which kept serving, resync. `--no-control-plane` runs
+//! standalone proxies instead (each compiles `mesh.yaml`, certificates from the CA directory).
+//!
 //! Live change: the inputs are watched; a change is loaded and analyzed first: a broken edit
 //! is reported with the analyzer's messages and nothing changes; a good one rewrites
-//! `mesh.yaml` and every proxy reloads it (SIGHUP), atomically, keeping its listeners and
-//! connections. Ctrl-C (or SIGTERM) stops the gateway first, then the sidecars, then the apps.
+//! `mesh.yaml`, which the control plane pushes (standalone proxies get a SIGHUP), applied
+//! atomically, keeping listeners and connections. Ctrl-C (or SIGTERM) stops the gateway
+//! first, then the sidecars, then the apps, then the control plane.
 
 mod certs;
 mod plan;
@@ -81,16 +88,20 @@ pub struct UpArgs {
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
 
-    /// Run proxies from a control plane instead of standalone proxies (each compiles the
-    /// manifests itself and watches them). Off by default: control-plane mode does not yet
-    /// deliver workload certificates to proxies, so the example's STRICT mTLS needs the
-    /// standalone proxies and their shared local CA.
-    #[arg(long = "control-plane")]
-    pub control_plane: bool,
-
-    /// Run standalone proxies (the default; kept for compatibility).
-    #[arg(long = "no-control-plane", hide = true)]
+    /// Run standalone proxies instead of a control plane: each proxy compiles `mesh.yaml`
+    /// itself, gets its workload certificate from the local CA directory, and `up` reloads
+    /// it (SIGHUP) on changes. By default a `trellis control-plane` serves the manifests and
+    /// the mesh CA, and every proxy follows it.
+    #[arg(long = "no-control-plane")]
     pub no_control_plane: bool,
+
+    /// Run proxies from a control plane (the default; kept for compatibility).
+    #[arg(
+        long = "control-plane",
+        hide = true,
+        conflicts_with = "no_control_plane"
+    )]
+    pub control_plane: bool,
 
     /// How long to wait for everything to be ready.
     #[arg(long = "ready-timeout", default_value = "30s", value_parser = parse_duration)]
@@ -255,30 +266,14 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Features of this binary that other work adds (checked, not assumed).
-#[derive(Clone, Copy, Debug, Default)]
+/// How the proxies run.
+#[derive(Clone, Copy, Debug)]
 struct Features {
-    /// `trellis proxy --ca-dir`: sidecars do mTLS with certificates from a local CA.
+    /// `trellis proxy --ca-dir`: standalone proxies get certificates from the local CA
+    /// directory (with a control plane, its CA signs them instead).
     ca_dir: bool,
     /// `trellis control-plane` and `trellis proxy --control-plane`.
     control_plane: bool,
-}
-
-fn detect_features(exe: &Path) -> Features {
-    let help = |args: &[&str]| {
-        std::process::Command::new(exe)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let proxy = help(&["proxy", "--help"]).unwrap_or_default();
-    Features {
-        ca_dir: proxy.contains("--ca-dir"),
-        control_plane: proxy.contains("--control-plane")
-            && help(&["control-plane", "--help"]).is_some(),
-    }
 }
 
 /// A random bootstrap token for this run's control plane.
@@ -411,6 +406,8 @@ struct Running {
     procs: Vec<Proc>,
     /// The control plane's gRPC address, when one runs.
     control_plane: Option<SocketAddr>,
+    /// How to start the control plane again (argv, env) when it exits: same address, same CA.
+    control_plane_cmd: Option<(Vec<String>, Vec<(String, String)>)>,
     /// `ns/name` -> admin address of its proxy.
     admins: BTreeMap<String, SocketAddr>,
     /// Gateway listener port -> where it is bound, per gateway `ns/name`.
@@ -475,12 +472,12 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
     write_atomic(&mesh_file, &plan::render(&plan.documents))
         .with_context(|| format!("cannot write {}", mesh_file.display()))?;
 
-    let mut features = detect_features(&exe);
-    if args.no_control_plane || !args.control_plane {
-        features.control_plane = false;
-    }
+    let features = Features {
+        ca_dir: args.no_control_plane,
+        control_plane: !args.no_control_plane,
+    };
     let ca_dir = state.join("ca");
-    if features.ca_dir {
+    {
         trellis_identity::ca::CertificateAuthority::load_or_generate(
             &ca_dir,
             &loaded.mesh.trust_domain,
@@ -536,6 +533,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut running = Running {
         procs: Vec::new(),
         control_plane: None,
+        control_plane_cmd: None,
         admins: BTreeMap::new(),
         gateway_bound: BTreeMap::new(),
     };
@@ -604,11 +602,14 @@ async fn start(
     if features.control_plane {
         let token = random_token();
         proxy_env.push(("TRELLIS_TOKEN".to_string(), token.clone()));
+        // A fixed port: proxies reconnect to the same address when it is restarted.
+        let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .context("no free port for the control plane")?;
         let argv: Vec<String> = vec![
             "control-plane".into(),
             mesh_file.display().to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{port}"),
             "--metrics".into(),
             "127.0.0.1:0".into(),
             "--ca-dir".into(),
@@ -620,6 +621,7 @@ async fn start(
         ];
         let mut env = common_env.clone();
         env.push(("TRELLIS_TOKEN".to_string(), token));
+        running.control_plane_cmd = Some((argv.clone(), env.clone()));
         let cp = procs::spawn(
             logger,
             "control-plane",
@@ -1022,6 +1024,11 @@ fn write_up_json(
         "manifests": mesh_file.display().to_string(),
         "pid": std::process::id(),
         "control_plane": running.control_plane.map(|a| a.to_string()),
+        "control_plane_pid": running
+            .procs
+            .iter()
+            .find(|p| p.kind == ProcKind::ControlPlane && p.exited.is_none())
+            .map(|p| p.pid),
         "workloads": workloads,
         "standins": plan.standins.iter().map(|s| json!({
             "kind": s.kind.name(),
@@ -1457,14 +1464,49 @@ async fn serve(
                 reload(input, state, mesh_file, options, keep, &mut current, logger, running).await;
             }
             _ = tick.tick() => {
+                let mut restart_control_plane = false;
                 for p in running.procs.iter_mut().filter(|p| p.exited.is_none()) {
                     if let Ok(Some(status)) = p.child.try_wait() {
                         p.exited = Some(status);
                         logger.info(&format!("✗ {} {} exited ({status})", p.workload, p.kind.tag()));
+                        restart_control_plane |= p.kind == ProcKind::ControlPlane;
                     }
+                }
+                if restart_control_plane {
+                    restart_the_control_plane(logger, running);
                 }
             }
         }
+    }
+}
+
+/// The control plane exited: the proxies keep serving their last config; start it again on
+/// the same address with the same CA and token, and they resync.
+fn restart_the_control_plane(logger: &Arc<Logger>, running: &mut Running) {
+    let Some((argv, env)) = running.control_plane_cmd.clone() else {
+        return;
+    };
+    let exe = match child_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            logger.info(&format!("✗ cannot restart the control plane: {e:#}"));
+            return;
+        }
+    };
+    match procs::spawn(
+        logger,
+        "control-plane",
+        ProcKind::ControlPlane,
+        &exe,
+        &argv,
+        &env,
+        None,
+    ) {
+        Ok(p) => {
+            logger.info("control plane restarted; proxies keep serving and resync");
+            running.procs.push(p);
+        }
+        Err(e) => logger.info(&format!("✗ cannot restart the control plane: {e:#}")),
     }
 }
 

@@ -2,9 +2,9 @@
 //! demo apps, stand-ins) on loopback; requests go through the gateway like a user's curl.
 //!
 //! Each test runs its mesh in its own 127.N.0.0/16 (`--loopback-net`) and state directory,
-//! so tests run in parallel. Parts that need the security work (mTLS, JWT, authorization in
-//! the proxy) are checked when the binary has it (`trellis proxy --help` shows `--ca-dir`)
-//! and reported as skipped otherwise.
+//! so tests run in parallel. `up` runs a control plane by default: the proxies get their
+//! config and workload certificates from it, and `proxy-status` must show them all SYNCED.
+//! Parts that need tools that may be missing (curl, redis-server, postgres) say so and skip.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,15 +22,6 @@ fn trellis() -> &'static str {
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/alphintra")
-}
-
-/// Whether the proxy enforces mTLS / JWT / authorization (the security work has landed).
-fn security_landed() -> bool {
-    let out = Command::new(trellis())
-        .args(["proxy", "--help"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("--ca-dir")
 }
 
 /// A loopback /16 of its own for each mesh: 127.N.0.0/16.
@@ -183,6 +174,42 @@ impl Up {
             .iter()
             .find(|w| w["name"] == name)
             .unwrap_or_else(|| panic!("no workload {name} in up.json"))
+    }
+
+    /// `trellis proxy-status` against `up`'s control plane: wait until `n` proxies are
+    /// SYNCED for both config types (and no row is anything else).
+    fn wait_all_synced(&self, n: usize) {
+        let cp = self.info["control_plane"]
+            .as_str()
+            .expect("up runs a control plane by default")
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new(trellis())
+                .args(["proxy-status", "--control-plane", &cp])
+                .output()
+                .unwrap();
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            let rows: Vec<Vec<&str>> = table
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().collect())
+                .filter(|c: &Vec<&str>| !c.is_empty())
+                .collect();
+            let synced = rows
+                .iter()
+                .filter(|c| c.iter().filter(|x| **x == "SYNCED").count() >= 2)
+                .count();
+            if out.status.success() && synced == n && rows.len() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy-status: want {n} proxies SYNCED:\n{table}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Every pid `up` started.
@@ -372,7 +399,6 @@ fn canary_share_on(gw: SocketAddr, host: &str, bearer: &str, n: usize) -> f64 {
 
 #[test]
 fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
-    let secure = security_landed();
     // No PATH: the bundled example (dev overlay).
     let up = Up::start(&[]);
     assert!(
@@ -425,9 +451,7 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
             .filter_map(|l| l.split_whitespace().next()?.parse().ok())
             .collect();
         assert_eq!(counts.iter().sum::<u32>(), 100, "{text}");
-        if secure {
-            assert!(text.lines().any(|l| l.trim() == "403"), "{text}");
-        }
+        assert!(text.lines().any(|l| l.trim() == "403"), "{text}");
     } else {
         eprintln!("skipped: the printed commands (curl is not installed)");
     }
@@ -447,7 +471,7 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
 
     // Anonymous API call: denied by the gateway's AuthorizationPolicy once the proxy enforces it.
     let (status, body) = request(gw, "GET", "/api/orders", &[], "").unwrap();
-    if secure {
+    {
         assert_eq!(status, 403, "{body}");
         let (status, _) = request(
             gw,
@@ -458,8 +482,6 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
         )
         .unwrap();
         assert_eq!(status, 401, "an invalid token is refused");
-    } else {
-        eprintln!("skipped: anonymous 403 / invalid token 401 (the proxy does not enforce security in this build); got {status}");
     }
 
     // With the token: 200 from service-gateway, which sees the user's claims.
@@ -474,7 +496,7 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
     );
     assert_eq!(v["user"]["sub"], "trader", "{body}");
     assert_eq!(v["path"], "/api/orders");
-    if secure {
+    {
         // mTLS from the gateway: the app sees the gateway's SPIFFE identity.
         assert_eq!(
             v["caller"]["identity"],
@@ -553,12 +575,18 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
         .parse()
         .unwrap();
     match request(inbound, "GET", "/api/orders", &[], "") {
-        Ok((status, body)) if secure => {
-            panic!("plain text to {inbound} answered {status}: {body}")
-        }
-        Ok(_) => eprintln!("skipped: STRICT mTLS refusing plain text (not in this build)"),
+        Ok((status, body)) => panic!("plain text to {inbound} answered {status}: {body}"),
         Err(_) => {}
     }
+
+    // Every proxy (gateway and sidecars) in sync with the control plane.
+    let proxies = up.info["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["role"] != "Plain")
+        .count();
+    up.wait_all_synced(proxies);
 
     up.interrupt_and_check_clean();
 }
@@ -619,7 +647,7 @@ fn live_changes_apply_in_place_and_broken_edits_are_refused() {
     );
 
     // A new AuthorizationPolicy (a new file in the base kustomization): DENY /api/admin.
-    if security_landed() {
+    {
         let (status, _) = request(
             gw,
             "GET",
@@ -673,8 +701,6 @@ spec:
         )
         .unwrap();
         assert_eq!(status, 403, "{body}");
-    } else {
-        eprintln!("skipped: a new AuthorizationPolicy (the proxy does not enforce security in this build)");
     }
 
     // A broken edit: refused with the analyzer's message; traffic keeps the last good config.
@@ -699,6 +725,41 @@ spec:
     assert!(
         (0.33..=0.67).contains(&share),
         "canary share {share}: the broken edit changed something"
+    );
+
+    // The control plane dies (SIGKILL): proxies keep serving, `up` restarts it on the same
+    // address, every proxy resyncs, and the next change reaches them.
+    let cp_pid = up.info["control_plane_pid"]
+        .as_i64()
+        .expect("control plane pid") as i32;
+    let before = up.line_count();
+    // SAFETY: plain syscall on a pid this test's `up` started.
+    unsafe {
+        libc::kill(cp_pid, libc::SIGKILL);
+    }
+    assert!(
+        up.wait_for_line("control plane restarted", before, Duration::from_secs(10)),
+        "{}",
+        up.output()
+    );
+    let proxies = up.info["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["role"] != "Plain")
+        .count();
+    up.wait_all_synced(proxies);
+    let before = up.line_count();
+    write_atomic(&vs, &original);
+    assert!(
+        up.wait_for_line("change applied", before, Duration::from_secs(10)),
+        "no change applied after the restart:\n{}",
+        up.output()
+    );
+    let share = canary_share(gw, &bearer, 200);
+    assert!(
+        (0.10..=0.32).contains(&share),
+        "canary share {share} after going back to 80/20"
     );
 
     stop.store(true, Ordering::SeqCst);

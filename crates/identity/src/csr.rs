@@ -34,6 +34,21 @@ pub fn generate_key_and_csr(identity: &SpiffeId) -> Result<KeyAndCsr> {
     Ok(KeyAndCsr { key, csr_pem })
 }
 
+/// An ECDSA P-256 key and a CSR that names no identity: the first request to a CA that decides
+/// the identity itself (the control plane, from the workload it authenticated), when the
+/// workload does not know its service account yet. The CA takes only the public key.
+pub fn generate_key_and_bare_csr() -> Result<KeyAndCsr> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Error::Generate(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| Error::Generate(e.to_string()))?;
+    Ok(KeyAndCsr { key, csr_pem })
+}
+
 /// A PEM CSR for an existing key, asking for `identity` as the URI SAN.
 pub fn csr_for_key(key: &KeyPair, identity: &SpiffeId) -> Result<String> {
     let mut params = CertificateParams::default();

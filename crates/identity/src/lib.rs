@@ -49,7 +49,7 @@ pub mod tls;
 pub use bundle::{SharedTrustBundle, TrustBundle};
 pub use ca::{CaOptions, CertificateAuthority, IssuedCert};
 pub use certified::CertifiedIdentity;
-pub use csr::{generate_key_and_csr, KeyAndCsr};
+pub use csr::{generate_key_and_bare_csr, generate_key_and_csr, KeyAndCsr};
 pub use error::{Error, Result};
 pub use rotation::{
     CertificateIssuer, IdentityManager, LocalIssuer, RotationHandle, RotationOptions,

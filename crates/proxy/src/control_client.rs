@@ -538,7 +538,19 @@ impl ControlClient {
         csr_pem: &str,
         ttl: Duration,
     ) -> Result<trellis_protocol::CertificateResponse, String> {
-        let channel = self.connect().await?;
+        self.request_certificate(csr_pem, ttl)
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))
+    }
+
+    /// [`Self::sign_certificate`] with the gRPC status; an unreachable control plane is
+    /// `Unavailable`.
+    async fn request_certificate(
+        &self,
+        csr_pem: &str,
+        ttl: Duration,
+    ) -> Result<trellis_protocol::CertificateResponse, tonic::Status> {
+        let channel = self.connect().await.map_err(tonic::Status::unavailable)?;
         let mut client = MeshConfigClient::new(channel);
         client
             .sign_certificate(CsrRequest {
@@ -550,8 +562,65 @@ impl ControlClient {
             })
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))
     }
+
+    /// The proxy's mesh identity from the control plane's CA: a first certificate for a fresh
+    /// key (the control plane decides the identity from the workload; the key never leaves
+    /// this process), then renewal at half-life through [`ControlPlaneIssuer`]. Waits, with
+    /// jittered backoff, while the control plane is unreachable; a refusal (bad token, unknown
+    /// workload, no CA) is returned at once.
+    pub async fn mesh_identity(
+        self: &Arc<Self>,
+        ttl: Duration,
+        options: trellis_identity::RotationOptions,
+    ) -> Result<Arc<crate::security::MeshIdentity>, String> {
+        let mut backoff = self.opts.backoff_min;
+        loop {
+            let request =
+                trellis_identity::generate_key_and_bare_csr().map_err(|e| e.to_string())?;
+            match self.request_certificate(&request.csr_pem, ttl).await {
+                Ok(r) => {
+                    let issued = issued_cert(&r).map_err(|e| e.to_string())?;
+                    return crate::security::MeshIdentity::from_first_issuance(
+                        &request,
+                        &issued,
+                        &r.spiffe_id,
+                        ControlPlaneIssuer::new(self.clone(), ttl),
+                        options,
+                    );
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    let wait = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    tracing::info!(retry_in = ?wait, "workload certificate: {}", s.message());
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.opts.backoff_max);
+                }
+                Err(s) => {
+                    return Err(format!(
+                        "the control plane refused a workload certificate: {}: {}",
+                        s.code(),
+                        s.message()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The leaf, chain and roots of a `SignCertificate` answer.
+fn issued_cert(
+    r: &trellis_protocol::CertificateResponse,
+) -> trellis_identity::Result<trellis_identity::IssuedCert> {
+    let chain = trellis_identity::pem::certs_from_pem(&r.cert_chain_pem, "issued chain")?;
+    let leaf_pem = chain
+        .first()
+        .map(|c| trellis_identity::pem::certs_to_pem([c]))
+        .ok_or_else(|| trellis_identity::Error::Issue("empty certificate chain".into()))?;
+    Ok(trellis_identity::IssuedCert {
+        leaf_pem,
+        chain_pem: r.cert_chain_pem.clone(),
+        root_pem: r.root_pem.clone(),
+    })
 }
 
 /// A `trellis_identity::CertificateIssuer` backed by the control plane's CA
@@ -579,16 +648,7 @@ impl trellis_identity::CertificateIssuer for ControlPlaneIssuer {
             .sign_certificate(&csr_pem, self.ttl)
             .await
             .map_err(trellis_identity::Error::Issue)?;
-        let chain = trellis_identity::pem::certs_from_pem(&r.cert_chain_pem, "issued chain")?;
-        let leaf_pem = chain
-            .first()
-            .map(|c| trellis_identity::pem::certs_to_pem([c]))
-            .ok_or_else(|| trellis_identity::Error::Issue("empty certificate chain".into()))?;
-        Ok(trellis_identity::IssuedCert {
-            leaf_pem,
-            chain_pem: r.cert_chain_pem,
-            root_pem: r.root_pem,
-        })
+        issued_cert(&r)
     }
 }
 

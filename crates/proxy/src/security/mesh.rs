@@ -113,6 +113,33 @@ impl MeshIdentity {
         Ok(me)
     }
 
+    /// A certificate from a remote CA that chose the identity itself: `request` holds the key
+    /// the first CSR was made with, `issued` the answer and `spiffe_id` the identity it names. The
+    /// trust bundle is the one delivered with it; rotation through `issuer` then runs in the
+    /// background (call inside a tokio runtime).
+    pub fn from_first_issuance<I: trellis_identity::CertificateIssuer>(
+        request: &trellis_identity::KeyAndCsr,
+        issued: &trellis_identity::IssuedCert,
+        spiffe_id: &str,
+        issuer: I,
+        options: RotationOptions,
+    ) -> Result<Arc<MeshIdentity>, String> {
+        let id = SpiffeId::parse(spiffe_id)
+            .map_err(|e| format!("identity {spiffe_id:?} from the CA: {e}"))?;
+        let bundle = trellis_identity::TrustBundle::from_pem(&issued.root_pem)
+            .map_err(|e| format!("trust bundle from the CA: {e}"))?;
+        let manager = IdentityManager::new(id.clone(), bundle);
+        manager
+            .install(&request.key, issued)
+            .map_err(|e| format!("workload certificate for {id}: {e}"))?;
+        let me = MeshIdentity::new(manager.clone())?;
+        let handle = manager
+            .spawn_rotation(issuer, options)
+            .map_err(|e| e.to_string())?;
+        *me.rotation.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(me)
+    }
+
     pub fn manager(&self) -> &Arc<IdentityManager> {
         &self.manager
     }

@@ -6,6 +6,7 @@
 //! config and workload certificates from it, and `proxy-status` must show them all SYNCED.
 //! Parts that need tools that may be missing (curl, redis-server, postgres) say so and skip.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -842,6 +843,190 @@ fn prod_overlay_runs_with_a_local_cert_manager_and_its_own_split() {
     assert!(
         (0.03..=0.19).contains(&share),
         "canary share {share} is not ~10%"
+    );
+    up.interrupt_and_check_clean();
+}
+
+/// An HTTP/1.1 client on one keep-alive connection (what a load generator does).
+struct KeepAlive {
+    reader: BufReader<TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    fn connect(addr: SocketAddr, host: &str) -> std::io::Result<KeepAlive> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(KeepAlive {
+            reader: BufReader::new(s),
+            host: host.to_string(),
+        })
+    }
+
+    /// `GET path`: (status, body). Reads exactly one response (Content-Length or chunked).
+    fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {line:?}")))?;
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("connection closed in the headers"));
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap_or((l, ""));
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.to_ascii_lowercase().contains("chunked");
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let n = usize::from_str_radix(line.trim(), 16)
+                    .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(length, 0);
+            self.reader.read_exact(&mut body)?;
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// Versions that answered, from `clients` keep-alive connections making `per_client` calls
+/// each; a non-200 answer or a broken connection is recorded as `failed:<why>`.
+fn split(gw: SocketAddr, bearer: &str, clients: usize, per_client: usize) -> BTreeMap<String, u32> {
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let bearer = bearer.to_string();
+            std::thread::spawn(move || {
+                let mut counts = BTreeMap::<String, u32>::new();
+                let mut conn = KeepAlive::connect(gw, HOST).unwrap();
+                for _ in 0..per_client {
+                    let key = match conn.get("/api/orders", &[("authorization", &bearer)]) {
+                        Ok((200, body)) => version_of(&body),
+                        Ok((status, body)) => format!("failed:{status}:{body}"),
+                        Err(e) => {
+                            conn = KeepAlive::connect(gw, HOST).unwrap();
+                            format!("failed:{e}")
+                        }
+                    };
+                    *counts.entry(key).or_default() += 1;
+                }
+                counts
+            })
+        })
+        .collect();
+    let mut total = BTreeMap::new();
+    for t in threads {
+        for (k, v) in t.join().unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+fn share_of(counts: &BTreeMap<String, u32>, version: &str) -> f64 {
+    let n: u32 = counts.values().sum();
+    f64::from(counts.get(version).copied().unwrap_or(0)) / f64::from(n)
+}
+
+/// The seed's canary through the gateway: 10,000 requests split 80/20 between `stable` and
+/// `canary` within ±2 points; then the weights are edited to 50/50 while requests keep flowing
+/// and the next 10,000 split 50/50 within ±2 points; not one request fails.
+#[test]
+fn canary_split_over_10000_requests_and_a_live_weight_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&example(), &dir.path().join("alphintra"));
+    let local = dir.path().join("alphintra/local");
+    let up = Up::start(&[local.to_str().unwrap(), "--overlay", "dev"]);
+    let gw = up.gateway;
+    let bearer = format!("Bearer {}", login(gw));
+
+    let counts = split(gw, &bearer, 4, 2_500);
+    assert_eq!(counts.values().sum::<u32>(), 10_000);
+    assert!(
+        counts.keys().all(|k| k == "stable" || k == "canary"),
+        "{counts:?}"
+    );
+    let canary = share_of(&counts, "canary");
+    assert!(
+        (0.18..=0.22).contains(&canary),
+        "80/20: canary share {canary} over 10,000 requests ({counts:?})"
+    );
+
+    // Edit the weights while four clients keep calling.
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = {
+        let (stop, bearer) = (stop.clone(), bearer.clone());
+        std::thread::spawn(move || {
+            let mut all = BTreeMap::<String, u32>::new();
+            while !stop.load(Ordering::SeqCst) {
+                for (k, v) in split(gw, &bearer, 4, 50) {
+                    *all.entry(k).or_default() += v;
+                }
+            }
+            all
+        })
+    };
+    let vs = dir
+        .path()
+        .join("alphintra/infra/kubernetes/istio/base/virtualservice-gateway.yaml");
+    let original = std::fs::read_to_string(&vs).unwrap();
+    let before = up.line_count();
+    write_atomic(
+        &vs,
+        &original
+            .replace("weight: 80", "weight: 50")
+            .replace("weight: 20", "weight: 50"),
+    );
+    assert!(
+        up.wait_for_line("change applied", before, Duration::from_secs(10)),
+        "no change applied:\n{}",
+        up.output()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let during = during.join().unwrap();
+    assert!(
+        during.keys().all(|k| k == "stable" || k == "canary"),
+        "requests failed during the edit: {during:?}"
+    );
+    assert!(during.values().sum::<u32>() >= 200, "{during:?}");
+
+    let counts = split(gw, &bearer, 4, 2_500);
+    assert!(
+        counts.keys().all(|k| k == "stable" || k == "canary"),
+        "{counts:?}"
+    );
+    let canary = share_of(&counts, "canary");
+    assert!(
+        (0.48..=0.52).contains(&canary),
+        "50/50: canary share {canary} over 10,000 requests ({counts:?})"
     );
     up.interrupt_and_check_clean();
 }

@@ -146,8 +146,10 @@ impl Default for Request {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct Expect {
-    /// 0: no HTTP response at all (connection closed, TLS handshake refused).
-    status: u16,
+    /// 0: no HTTP response at all (connection closed, TLS handshake refused). A list: any of
+    /// these (for behaviours with more than one acceptable fix, e.g. drop or refuse).
+    /// Required (checked when the corpus is loaded).
+    status: Option<Statuses>,
     body: Option<String>,
     body_contains: Option<String>,
     response_headers: BTreeMap<String, Value>,
@@ -168,6 +170,31 @@ struct Expect {
     cert_verify: Option<String>,
     /// Substrings of `openssl x509 -noout -ext subjectAltName -dates` of the client certificate.
     cert_x509: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Statuses {
+    One(u16),
+    AnyOf(Vec<u16>),
+}
+
+impl Statuses {
+    fn list(&self) -> Vec<u16> {
+        match self {
+            Statuses::One(s) => vec![*s],
+            Statuses::AnyOf(v) => v.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Statuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Statuses::One(s) => write!(f, "{s}"),
+            Statuses::AnyOf(v) => write!(f, "any of {v:?}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,17 +239,28 @@ fn load_corpus(failures: &mut Vec<String>) -> Vec<LoadedSuite> {
             match serde_json::from_value::<Suite>(doc.value) {
                 Ok(suite) => {
                     let mut names = std::collections::HashSet::new();
+                    let mut invalid = Vec::new();
                     for c in &suite.cases {
                         if !names.insert(c.name.as_str()) {
-                            failures
-                                .push(format!("{file}#{index}: duplicate case name {:?}", c.name));
+                            invalid.push(format!("duplicate case name {:?}", c.name));
+                        }
+                        if c.expect.status.as_ref().is_none_or(|s| s.list().is_empty()) {
+                            invalid.push(format!("{}: `expect.status` is required", c.name));
                         }
                     }
-                    suites.push(LoadedSuite {
-                        file: file.clone(),
-                        index,
-                        suite,
-                    });
+                    if invalid.is_empty() {
+                        suites.push(LoadedSuite {
+                            file: file.clone(),
+                            index,
+                            suite,
+                        });
+                    } else {
+                        failures.extend(
+                            invalid
+                                .into_iter()
+                                .map(|why| format!("{file}#{index}: invalid suite: {why}")),
+                        );
+                    }
                 }
                 Err(e) => failures.push(format!(
                     "{file}#{index} ({}): invalid suite: {e}",
@@ -936,10 +974,12 @@ async fn run_case(env: &Env, case: &Case) -> Vec<String> {
         }
     };
 
-    if got.status != e.status {
+    let status_want = e.status.as_ref().expect("checked at load");
+    let statuses = status_want.list();
+    if !statuses.contains(&got.status) {
         problems.push(format!(
             "status: expected {}, got {}",
-            e.status,
+            status_want,
             got.summary()
         ));
     }
@@ -967,7 +1007,13 @@ async fn run_case(env: &Env, case: &Case) -> Vec<String> {
     }
 
     let reached = env.backend.hits() - hits;
-    let want_reached = e.upstream.unwrap_or((200..300).contains(&e.status));
+    // The status that decides: the one received when it is an expected one.
+    let status = if statuses.contains(&got.status) {
+        got.status
+    } else {
+        statuses[0]
+    };
+    let want_reached = e.upstream.unwrap_or((200..300).contains(&status));
     if (reached > 0) != want_reached {
         problems.push(format!(
             "upstream: expected the request {} the upstream, it {} ({reached} requests)",

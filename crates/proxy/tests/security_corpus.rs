@@ -760,20 +760,33 @@ fn parse_response(text: &str) -> Got {
     }
 }
 
+/// `${token:NAME}` becomes the minted token NAME; `${token:NAME:I}` its I-th dot-separated
+/// part (0 header, 1 payload, 2 signature), to splice tokens together.
 fn substitute(s: &str, env: &Env) -> Result<String, String> {
     let mut out = s.to_string();
     while let Some(at) = out.find("${token:") {
         let end = out[at..]
             .find('}')
             .ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
-        let name = &out[at + 8..at + end];
+        let spec = &out[at + 8..at + end];
+        let (name, part) = match spec.split_once(':') {
+            Some((n, p)) => (n, Some(p.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?)),
+            None => (spec, None),
+        };
         let token = env
             .minted
             .as_ref()
             .and_then(|m| m.tokens.get(name))
-            .ok_or_else(|| format!("no minted token {name:?}"))?
-            .clone();
-        out.replace_range(at..at + end + 1, &token);
+            .ok_or_else(|| format!("no minted token {name:?}"))?;
+        let value = match part {
+            None => token.clone(),
+            Some(i) => token
+                .split('.')
+                .nth(i)
+                .ok_or_else(|| format!("token {name} has no part {i}"))?
+                .to_string(),
+        };
+        out.replace_range(at..at + end + 1, &value);
     }
     Ok(out)
 }

@@ -770,7 +770,10 @@ fn substitute(s: &str, env: &Env) -> Result<String, String> {
             .ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
         let spec = &out[at + 8..at + end];
         let (name, part) = match spec.split_once(':') {
-            Some((n, p)) => (n, Some(p.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?)),
+            Some((n, p)) => (
+                n,
+                Some(p.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?),
+            ),
             None => (spec, None),
         };
         let token = env

@@ -1117,7 +1117,13 @@ async fn run_case(env: &Env, case: &Case) -> Vec<String> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if logs(&needles).len() <= before {
-            problems.push(format!("log: no new line containing {:?}", e.log));
+            // The latest lines with the first needle, to show what was logged instead.
+            let near = logs(&needles[..1]);
+            let near = &near[near.len().saturating_sub(2)..];
+            problems.push(format!(
+                "log: no new line containing {:?}; latest with {:?}: {near:#?}",
+                e.log, needles[0]
+            ));
         }
     }
     if !problems.is_empty() && reached > 0 && !wants_upstream {

@@ -68,7 +68,7 @@ enum Kind {
     Sidecar,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct Setup {
     /// A label for the report (e.g. the normalization mode).
@@ -92,7 +92,7 @@ struct Setup {
     warnings: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
@@ -105,7 +105,7 @@ struct Case {
     known_bug: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Request {
     method: String,
@@ -143,7 +143,7 @@ impl Default for Request {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct Expect {
     /// 0: no HTTP response at all (connection closed, TLS handshake refused). A list: any of
@@ -172,7 +172,7 @@ struct Expect {
     cert_x509: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 enum Statuses {
     One(u16),
@@ -514,6 +514,9 @@ async fn start_env(setup: &Setup) -> Result<Env, String> {
                     ..Start::default()
                 },
             );
+            if !proxy.is_ready() {
+                return Err("the gateway is not live after start".into());
+            }
             let addr = proxy
                 .listener_addr("0.0.0.0_80")
                 .ok_or("the gateway has no listener 0.0.0.0_80")?;
@@ -561,6 +564,9 @@ async fn start_env(setup: &Setup) -> Result<Env, String> {
                     ..Start::default()
                 },
             );
+            if !proxy.is_ready() {
+                return Err("the sidecar is not live after start".into());
+            }
             Ok(Env {
                 kind: Kind::Sidecar,
                 host,
@@ -1210,15 +1216,25 @@ async fn security_corpus() {
         total += s.suite.cases.len();
         let counts = per_file.entry(s.file.clone()).or_default();
         counts.0 += s.suite.cases.len();
-        let env = match start_env(&s.suite.setup).await {
-            Ok(env) => env,
-            Err(why) => {
+        // Setups and cases run as tasks: a panic (a runner bug, a missing tool) is reported
+        // with the case instead of ending the run.
+        let setup = s.suite.setup.clone();
+        let env = match tokio::spawn(async move { start_env(&setup).await }).await {
+            Ok(Ok(env)) => Arc::new(env),
+            Ok(Err(why)) => {
                 failures.push(format!("{label}: setup failed: {why}"));
+                continue;
+            }
+            Err(panic) => {
+                failures.push(format!("{label}: setup panicked: {panic}"));
                 continue;
             }
         };
         for case in &s.suite.cases {
-            let problems = run_case(&env, case).await;
+            let (task_env, task_case) = (env.clone(), case.clone());
+            let problems = tokio::spawn(async move { run_case(&task_env, &task_case).await })
+                .await
+                .unwrap_or_else(|panic| vec![format!("the case panicked: {panic}")]);
             match (&case.known_bug, problems.is_empty()) {
                 (Some(bug), false) => known.push(format!(
                     "{label} / {}: {bug}\n      {}",

@@ -4,6 +4,8 @@
 //!
 //! Status endpoints:
 //! - `GET /healthz/ready`, `/ready`: the proxy's readiness.
+//! - `GET /stats/prometheus`: Istio's standard metrics in Prometheus text format
+//!   (`crate::metrics`), where `prometheus.io/port` annotations send scrapers.
 //! - `GET /app-health/<container>/{livez,readyz,startupz}`: the container's `httpGet` probe
 //!   (from the workload's Pod/Deployment, `SecurityConfig::probes`) sent by the proxy to
 //!   `127.0.0.1:<port><path>`; the app's status is returned (connection failure: 500).
@@ -16,6 +18,7 @@
 //! - `GET /listeners`: `name::bound_address` lines (`?format=json` for JSON).
 //! - `GET /clusters`: `cluster::endpoint::weight::N` lines (`?format=json` for JSON).
 //! - `GET /server_info`: version, node, config version, uptime, last rejected config.
+//! - `GET /stats/prometheus`: the metrics, as on the status port.
 //! - `POST /logging?level=LEVEL` (or `?filter=DIRECTIVES`): change the log filter.
 //! - `POST /quitquitquit`: graceful shutdown (drain, then exit).
 
@@ -185,6 +188,7 @@ const HELP: &str = "admin commands:
   /listeners              bound listeners (?format=json)
   /clusters               clusters and endpoints (?format=json)
   /server_info            version, node, config version, uptime, last rejected config
+  /stats/prometheus       Istio's standard metrics (Prometheus text format)
   /logging?level=LEVEL    change the log level (POST)
   /quitquitquit           graceful shutdown (POST)
 ";
@@ -194,9 +198,10 @@ fn route(req: Request<Incoming>, proxy: &RunningProxy, port: Port) -> Response<F
     if port == Port::Status {
         return match path {
             "/healthz/ready" | "/ready" => ready(proxy),
+            "/stats/prometheus" => prometheus(proxy),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: the status port serves /healthz/ready and /app-health/<container>/<livez|readyz|startupz>\n",
+                "not found: the status port serves /healthz/ready, /stats/prometheus and /app-health/<container>/<livez|readyz|startupz>\n",
             ),
         };
     }
@@ -207,6 +212,7 @@ fn route(req: Request<Incoming>, proxy: &RunningProxy, port: Port) -> Response<F
         (&Method::GET, "/") => text(StatusCode::OK, HELP),
         (&Method::GET, "/config_dump") => json(&*proxy.config()),
         (&Method::GET, "/server_info") => json(&proxy.server_info()),
+        (&Method::GET, "/stats/prometheus") => prometheus(proxy),
         (&Method::GET, "/listeners") => {
             let ls = proxy.listeners();
             if json_format {
@@ -234,6 +240,21 @@ fn route(req: Request<Incoming>, proxy: &RunningProxy, port: Port) -> Response<F
         }
         _ => text(StatusCode::NOT_FOUND, format!("not found: {path}\n{HELP}")),
     }
+}
+
+/// `/stats/prometheus` (admin and status ports).
+fn prometheus(proxy: &RunningProxy) -> Response<Full<Bytes>> {
+    let state = proxy.state();
+    let body = state
+        .metrics
+        .render(&state.upstreams, Some(proxy.active_connections()));
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }
 
 fn logging(req: &Request<Incoming>, proxy: &RunningProxy) -> Response<Full<Bytes>> {

@@ -9,7 +9,9 @@
 //! - `upstream`: clusters at runtime: endpoint selection (load balancing), connection pools,
 //!   circuit breaking, outlier detection.
 //! - `tcp`: raw TCP and TLS passthrough forwarding.
-//! - `admin`: config dump, readiness, server info, shutdown; the status (readiness) port.
+//! - `admin`: config dump, readiness, server info, shutdown, `/stats/prometheus`; the status
+//!   (readiness, metrics) port.
+//! - `metrics`: Istio's standard metrics (`istio_requests_total`, ...) and their labels.
 //! - `control_client`: control-plane mode: resources pushed by a control plane -> compile ->
 //!   apply, ACK/NACK, reconnect with backoff.
 //! - `reload`: standalone mode: manifests -> compile -> apply, on SIGHUP and file changes.
@@ -20,6 +22,7 @@ pub mod admin;
 pub mod control_client;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod reload;
 pub mod runtime;
 pub mod security;

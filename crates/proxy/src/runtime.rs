@@ -43,7 +43,8 @@ pub struct RuntimeOptions {
     pub bind_ip: Option<IpAddr>,
     /// Admin server (`/config_dump`, `/ready`, ...); `None` for none.
     pub admin: Option<SocketAddr>,
-    /// Readiness-only status server (`/healthz/ready`); `None` for none.
+    /// Status server (`/healthz/ready`, `/app-health/...`, `/stats/prometheus`); `None` for
+    /// none.
     pub status: Option<SocketAddr>,
     /// Secrets read from files at every apply (override same-named config secrets).
     pub secret_files: HashMap<String, SecretFiles>,
@@ -359,6 +360,7 @@ impl RunningProxy {
                 st.last_applied_at = Some(SystemTime::now());
                 st.last_error = None;
                 drop(st);
+                self.inner.shared.state.metrics.config_applied();
                 tracing::info!(version = %version, "config applied");
                 Ok(())
             }
@@ -373,6 +375,7 @@ impl RunningProxy {
     /// Records a config that never reached `apply` (it did not load or compile).
     pub fn report_rejected(&self, version: &str, message: &str) {
         tracing::warn!(version = %version, "config rejected: {message}");
+        self.inner.shared.state.metrics.config_rejected();
         let mut st = lock(&self.inner.status);
         st.rejected += 1;
         st.last_error = Some(LastError {

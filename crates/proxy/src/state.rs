@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use trellis_model::config::{ProxyConfig, Scheme};
 
+use crate::metrics::Metrics;
 use crate::security::{JwksCache, SecurityRuntime};
 use crate::upstream::connect::MeshTlsProvider;
 use crate::upstream::Upstreams;
@@ -32,6 +33,8 @@ pub struct ProxyState {
     /// Set when the proxy starts draining (shutdown): connections should finish the request
     /// in flight and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
     pub drain: Drain,
+    /// Istio's standard metrics; their labels follow the config in force (`install`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl ProxyState {
@@ -43,6 +46,7 @@ impl ProxyState {
     pub fn with_jwks(config: ProxyConfig, jwks: JwksCache) -> Arc<Self> {
         let config = Arc::new(config);
         let security = SecurityRuntime::new(config.clone(), &jwks);
+        let metrics = Arc::new(Metrics::new(&config));
         Arc::new(ProxyState {
             config: ArcSwap::new(config),
             security: ArcSwap::from_pointee(security),
@@ -50,6 +54,7 @@ impl ProxyState {
             upstreams: Upstreams::default(),
             mesh_tls: OnceLock::new(),
             drain: Drain::default(),
+            metrics,
         })
     }
 
@@ -64,6 +69,8 @@ impl ProxyState {
 
     /// Makes `config` (and its security runtime, built for it) the one in force.
     pub fn install(&self, config: Arc<ProxyConfig>, security: Arc<SecurityRuntime>) {
+        let identity = self.mesh_tls.get().map(|m| m.identity());
+        self.metrics.observe_config(&config, identity.as_deref());
         self.config.store(config);
         self.security.store(security);
     }

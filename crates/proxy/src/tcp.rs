@@ -39,6 +39,7 @@ pub async fn proxy_tcp<IO>(
                 || r.destination_subnets.iter().any(|n| n.contains(&dst.ip())))
     });
     let Some(route) = route else {
+        state.metrics.tcp_refused(&conn, Flags::from(Flag::NR), 0);
         log_tcp(
             &conn,
             Flags::from(Flag::NR),
@@ -52,6 +53,7 @@ pub async fn proxy_tcp<IO>(
         return;
     };
     if !authorized(&conn, &state) {
+        state.metrics.tcp_refused(&conn, Flags::from(Flag::RBAC), 0);
         log_tcp(
             &conn,
             Flags::from(Flag::RBAC),
@@ -124,6 +126,8 @@ pub async fn proxy_tls_passthrough<IO>(
                 Ok(Ok(sni)) => sni,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %conn.peer_addr, "passthrough: no ClientHello: {e}");
+                    let (flags, n) = (Flags::from(Flag::NR), hello.len() as u64);
+                    state.metrics.tcp_refused(&conn, flags, n);
                     log_tcp(
                         &conn,
                         Flags::from(Flag::NR),
@@ -137,6 +141,8 @@ pub async fn proxy_tls_passthrough<IO>(
                     return;
                 }
                 Err(_) => {
+                    let (flags, n) = (Flags::from(Flag::NR), hello.len() as u64);
+                    state.metrics.tcp_refused(&conn, flags, n);
                     log_tcp(
                         &conn,
                         Flags::from(Flag::NR),
@@ -161,6 +167,8 @@ pub async fn proxy_tls_passthrough<IO>(
     });
     let Some(route) = route else {
         tracing::debug!(peer = %conn.peer_addr, "passthrough: no route for SNI {sni:?}");
+        let (flags, n) = (Flags::from(Flag::NR), hello.len() as u64);
+        state.metrics.tcp_refused(&conn, flags, n);
         log_tcp(
             &conn,
             Flags::from(Flag::NR),
@@ -195,7 +203,7 @@ impl From<Flag> for Flags {
 }
 
 async fn forward<IO>(
-    mut io: IO,
+    io: IO,
     conn: &ConnectionInfo,
     clusters: &WeightedClusters,
     origin: &str,
@@ -206,24 +214,33 @@ async fn forward<IO>(
 {
     let start = Instant::now();
     let config = state.config.load_full();
+    // Istio's TCP metrics; a connection that ends early is closed with the log's flags.
+    let mut stats = state.metrics.tcp(conn);
+    stats.received(prefix.len() as u64);
     let log = |flags: Flags, cluster: Option<&str>, up: Option<SocketAddr>, bi: u64, bo: u64| {
         log_tcp(conn, flags, bi, bo, start, cluster, up, Some(origin));
     };
     let Some(dest) = pick(clusters) else {
+        stats.close(Flags::from(Flag::NC));
         log(Flags::from(Flag::NC), None, None, 0, 0);
         return;
     };
+    stats.route(dest);
     let Some(cluster) = state.upstreams.get(&config, dest) else {
+        stats.close(Flags::from(Flag::NC));
         log(Flags::from(Flag::NC), Some(dest), None, 0, 0);
         return;
     };
     let set = cluster.endpoints(&config, conn.original_dst()).await;
     let hash = Some(hash64(conn.peer_addr.ip().to_string().as_bytes()));
     let Some(host) = cluster.pick(&set, hash, &[]) else {
+        stats.close(Flags::from(Flag::UH));
         log(Flags::from(Flag::UH), Some(dest), None, 0, 0);
         return;
     };
+    stats.upstream(host.addr);
     let Ok(_admission) = cluster.admit(Proto::Http1).await else {
+        stats.close(Flags::from(Flag::UO));
         log(Flags::from(Flag::UO), Some(dest), Some(host.addr), 0, 0);
         return;
     };
@@ -232,15 +249,18 @@ async fn forward<IO>(
         Err(e) => {
             tracing::debug!(cluster = %dest, endpoint = %host.addr, "tcp connect: {e}");
             cluster.record(&set, &host, Outcome::LocalFailure);
+            stats.close(Flags::from(Flag::UF));
             log(Flags::from(Flag::UF), Some(dest), Some(host.addr), 0, 0);
             return;
         }
     };
     cluster.record(&set, &host, Outcome::Status(200));
     drop(config);
+    let mut io = stats.open(io);
     if !prefix.is_empty() {
         if let Err(e) = upstream.write_all(prefix).await {
             tracing::debug!("passthrough replay: {e}");
+            stats.close(Flags::from(Flag::UC));
             log(Flags::from(Flag::UC), Some(dest), Some(host.addr), 0, 0);
             return;
         }
@@ -253,6 +273,7 @@ async fn forward<IO>(
         }
     };
     cluster.stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.close(Flags::default());
     log(
         Flags::default(),
         Some(dest),

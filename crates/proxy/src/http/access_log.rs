@@ -40,10 +40,26 @@ pub struct AccessLog {
     /// The authorization decision, when a policy applies: the deciding policy and rule
     /// (`denied by DENY policy ns/name rule 0`), appended quoted.
     pub authz: Option<String>,
+    /// Istio's metrics for this request, recorded with the log line.
+    pub metrics: crate::metrics::RequestMetrics,
 }
 
 impl AccessLog {
+    /// Records the request's metrics and writes the line (once, when the request is done).
     pub fn emit(&self) {
+        let bytes_in = self
+            .request_body
+            .as_ref()
+            .map_or(0, |r| r.bytes_in.load(Ordering::Relaxed));
+        self.metrics.record(&crate::metrics::HttpOutcome {
+            status: self.status,
+            flags: self.flags,
+            cluster: self.upstream_cluster.as_deref(),
+            upstream: self.upstream_host,
+            duration: self.start.elapsed(),
+            request_bytes: bytes_in,
+            response_bytes: self.bytes_out,
+        });
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
@@ -53,10 +69,6 @@ impl AccessLog {
             Version::HTTP_3 => "HTTP/3",
             _ => "HTTP/1.1",
         };
-        let bytes_in = self
-            .request_body
-            .as_ref()
-            .map_or(0, |r| r.bytes_in.load(Ordering::Relaxed));
         let hv = |v: &Option<http::HeaderValue>| {
             v.as_ref()
                 .and_then(|v| v.to_str().ok())

@@ -261,6 +261,8 @@ impl HttpBody for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(d), Some(log)) = (frame.data_ref(), this.log.as_mut()) {
                     log.bytes_out += d.len() as u64;
+                } else if let (Some(t), Some(log)) = (frame.trailers_ref(), this.log.as_mut()) {
+                    log.metrics.trailers(t);
                 }
                 if this.inner.is_end_stream() {
                     this.finish(false);

@@ -62,7 +62,7 @@ const ALL: [Flag; 15] = [
 ];
 
 /// A set of flags; prints `-` when empty, else comma-separated (Envoy's format).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
 
 impl Flags {

@@ -75,6 +75,7 @@ pub async fn handle(
         route: None,
         listener: conn.listener.clone(),
         authz: None,
+        metrics: state.metrics.request(&conn, grpc),
     })));
 
     // 1. validate
@@ -410,6 +411,7 @@ fn finish(resp: Response<Body>, slot: Option<InFlightSlot>, mut guard: LogGuard)
     let mut log = guard.0.take().expect("log entry present until finish");
     log.status = resp.status().as_u16();
     let (mut parts, inner) = resp.into_parts();
+    log.metrics.response_headers(&parts.headers);
     if !parts.headers.contains_key(http::header::SERVER) {
         parts
             .headers

@@ -122,6 +122,9 @@ struct Request {
     /// `Authorization: Bearer <the minted token of this name>`.
     token: Option<String>,
     body: String,
+    /// The whole HTTP/1 request as bytes to send (line endings and all); `method`, `target`,
+    /// `host`, `headers`, `token` and `body` are then ignored.
+    raw: Option<String>,
     /// Sidecar suites: `plaintext` (default), `none` (TLS without a certificate), `valid`,
     /// `foreign`, `expired`, `not_yet_valid`, `two_uri_sans`.
     client_cert: Option<String>,
@@ -138,6 +141,7 @@ impl Default for Request {
             headers: Vec::new(),
             token: None,
             body: String::new(),
+            raw: None,
             client_cert: None,
         }
     }
@@ -155,8 +159,13 @@ struct Expect {
     response_headers: BTreeMap<String, Value>,
     /// Whether the request reached the upstream (default: exactly when `status` is 2xx).
     upstream: Option<bool>,
+    /// How many requests the upstream received.
+    upstream_count: Option<usize>,
     upstream_path: Option<String>,
     upstream_method: Option<String>,
+    upstream_body: Option<String>,
+    /// The status of every response on the connection, in order (pipelining, smuggling).
+    responses: Option<Vec<u16>>,
     upstream_host: Option<String>,
     upstream_headers: BTreeMap<String, Value>,
     /// Whether the ext-authz provider was asked.
@@ -707,6 +716,8 @@ struct Got {
     body: String,
     /// Everything a TLS client printed (s_client cases).
     tls_output: String,
+    /// The status of every response on the connection, in order.
+    responses: Vec<u16>,
 }
 
 impl Got {
@@ -723,47 +734,84 @@ impl Got {
     }
 }
 
-/// Parses an HTTP/1.x response as read off the socket (chunked bodies decoded).
-fn parse_response(text: &str) -> Got {
-    let Some(start) = text.find("HTTP/1.") else {
-        return Got::default();
-    };
-    let text = &text[start..];
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
-            if n == 0 || after.len() < n {
-                break;
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Parses every HTTP/1.x response read off one connection, in order (bodies framed by
+/// `Content-Length` or chunked encoding; `head`: answers to HEAD have no body). The first
+/// one is the case's response; `responses` lists every status.
+fn parse_responses(text: &str, head: bool) -> Got {
+    let b = text.as_bytes();
+    let mut all: Vec<Got> = Vec::new();
+    let mut at = 0;
+    while let Some(start) = find(b, at, b"HTTP/1.") {
+        let Some(head_end) = find(b, start, b"\r\n\r\n") else {
+            break;
+        };
+        let head_text = String::from_utf8_lossy(&b[start..head_end]);
+        let mut lines = head_text.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let mut pos = head_end + 4;
+        let mut body = Vec::new();
+        if head || status < 200 || status == 204 || status == 304 {
+            // no body
+        } else if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            while let Some(eol) = find(b, pos, b"\r\n") {
+                let size = String::from_utf8_lossy(&b[pos..eol]);
+                let n =
+                    usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+                pos = eol + 2;
+                if n == 0 {
+                    // Trailers (none expected) end with an empty line.
+                    pos = find(b, pos, b"\r\n").map_or(b.len(), |e| e + 2);
+                    break;
+                }
+                let end = (pos + n).min(b.len());
+                body.extend_from_slice(&b[pos..end]);
+                pos = (end + 2).min(b.len());
             }
-            out.push_str(&after[..n]);
-            rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+        } else if let Some(n) = value("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let end = (pos + n).min(b.len());
+            body.extend_from_slice(&b[pos..end]);
+            pos = end;
+        } else {
+            body.extend_from_slice(&b[pos..]);
+            pos = b.len();
         }
-        out
-    } else {
-        rest.to_string()
-    };
-    Got {
-        status,
-        headers,
-        body,
-        tls_output: String::new(),
+        all.push(Got {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            ..Got::default()
+        });
+        at = pos;
     }
+    let responses = all.iter().map(|g| g.status).collect();
+    let mut first = if all.is_empty() {
+        Got::default()
+    } else {
+        all.swap_remove(0)
+    };
+    first.responses = responses;
+    first
 }
 
 /// `${token:NAME}` becomes the minted token NAME; `${token:NAME:I}` its I-th dot-separated
@@ -806,6 +854,9 @@ fn header_name(line: &str) -> &str {
 
 /// The HTTP/1.x request bytes of a case.
 fn http1_request(env: &Env, r: &Request) -> Result<String, String> {
+    if let Some(raw) = &r.raw {
+        return substitute(raw, env);
+    }
     let headers: Vec<String> = r
         .headers
         .iter()
@@ -885,6 +936,7 @@ async fn send_http2(env: &Env, r: &Request) -> Result<Got, String> {
                 )
             })
             .collect(),
+        responses: vec![resp.status],
         body: resp.body,
         tls_output: String::new(),
     })
@@ -901,7 +953,7 @@ async fn send(env: &Env, r: &Request) -> Result<Got, String> {
     match r.client_cert.as_deref() {
         None | Some("plaintext") => {
             let (_, text) = raw_http(env.addr, &request).await;
-            Ok(parse_response(&text))
+            Ok(parse_responses(&text, r.method == "HEAD"))
         }
         Some(cert) => {
             if env.kind != Kind::Sidecar {
@@ -927,7 +979,7 @@ async fn send(env: &Env, r: &Request) -> Result<Got, String> {
                 tokio::time::timeout(RESPONSE_TIMEOUT, run("openssl", args, Some(request)))
                     .await
                     .map_err(|_| "openssl s_client timed out".to_string())?;
-            let mut got = parse_response(&out);
+            let mut got = parse_responses(&out, r.method == "HEAD");
             got.tls_output = format!("{out}\n{err}");
             Ok(got)
         }
@@ -1047,9 +1099,23 @@ async fn run_case(env: &Env, case: &Case) -> Vec<String> {
             if reached > 0 { "did" } else { "did not" },
         ));
     }
+    if let Some(n) = e.upstream_count {
+        if reached != n {
+            problems.push(format!("upstream: expected {n} requests, got {reached}"));
+        }
+    }
+    if let Some(want) = &e.responses {
+        if got.responses != *want {
+            problems.push(format!(
+                "responses on the connection: expected {want:?}, got {:?}",
+                got.responses
+            ));
+        }
+    }
     let wants_upstream = e.upstream_path.is_some()
         || e.upstream_host.is_some()
         || e.upstream_method.is_some()
+        || e.upstream_body.is_some()
         || !e.upstream_headers.is_empty();
     if wants_upstream && reached > 0 {
         let seen = env.backend.last();
@@ -1059,6 +1125,12 @@ async fn run_case(env: &Env, case: &Case) -> Vec<String> {
                     "upstream path: expected {p:?}, got {:?}",
                     seen.path
                 ));
+            }
+        }
+        if let Some(want) = &e.upstream_body {
+            let body = String::from_utf8_lossy(&seen.body);
+            if body != *want {
+                problems.push(format!("upstream body: expected {want:?}, got {body:?}"));
             }
         }
         if let Some(m) = &e.upstream_method {
@@ -1252,12 +1324,14 @@ async fn security_corpus() {
                         .as_deref()
                         .map(|n| format!("\n      note: {n}"))
                         .unwrap_or_default();
+                    let r = &case.request;
+                    let request = match &r.raw {
+                        Some(raw) => format!("{raw:?}"),
+                        None => format!("{} {} {}", r.method, r.target, r.version),
+                    };
                     failures.push(format!(
-                        "{label} / {}\n      request: {} {} {}{note}\n      {}",
+                        "{label} / {}\n      request: {request}{note}\n      {}",
                         case.name,
-                        case.request.method,
-                        case.request.target,
-                        case.request.version,
                         problems.join("\n      ")
                     ));
                 }

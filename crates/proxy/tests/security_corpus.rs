@@ -1,5 +1,5 @@
 //! The adversarial security corpus: every YAML file under `tests/security/` (see its README)
-//! is a list of suites, each a policy set (Istio manifests + mesh config + PyJWT-minted
+//! holds one or more suites (YAML documents), each a policy set (Istio manifests + mesh config + PyJWT-minted
 //! tokens) and the cases to run against it. For each suite a real proxy is compiled from the
 //! manifests and started on loopback ephemeral ports in front of an echo upstream that
 //! records what it received; every case is sent byte for byte over a raw TCP socket (or as

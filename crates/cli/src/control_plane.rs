@@ -38,6 +38,12 @@ pub struct ControlPlaneArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15010")]
     pub listen: SocketAddr,
 
+    /// mTLS gRPC address (Istio's 15012): the same service, for proxies that hold a workload
+    /// certificate from this control plane's CA (they authenticate with it), or `off`.
+    /// Default: 127.0.0.1:15012 when that port is free (a warning otherwise).
+    #[arg(long = "mtls-listen", value_name = "ADDR")]
+    pub mtls_listen: Option<String>,
+
     /// Metrics and debug HTTP address (`/metrics`, `/debug/syncz`), or `off`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
     pub metrics: String,
@@ -82,6 +88,15 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
             format!("invalid --metrics address {s:?}: expected IP:PORT or off")
         })?),
     };
+    let default_mtls = SocketAddr::from(([127, 0, 0, 1], trellis_protocol::DEFAULT_MTLS_PORT));
+    let mtls = match args.mtls_listen.as_deref() {
+        None => Some(default_mtls),
+        Some("off" | "none") => None,
+        Some(s) => Some(s.parse::<SocketAddr>().with_context(|| {
+            format!("invalid --mtls-listen address {s:?}: expected IP:PORT or off")
+        })?),
+    };
+    let mtls_is_default = args.mtls_listen.is_none();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -99,6 +114,7 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         mesh_config: args.mesh_config_file,
         default_namespace: args.namespace,
         grpc_listen: args.listen,
+        mtls_listen: mtls,
         metrics_listen: metrics,
         ca_dir: args.ca_dir.unwrap_or_default(),
         bootstrap_token: args.token.filter(|t| !t.is_empty()),
@@ -114,7 +130,20 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let cp = match ControlPlane::start(options).await {
+        let mut result = ControlPlane::start(options.clone()).await;
+        if mtls_is_default {
+            if let Err(StartError::Bind { what, addr, source }) = &result {
+                if Some(*addr) == options.mtls_listen {
+                    tracing::warn!("cannot bind the {what} server on {addr} ({source}): no mTLS channel; give --mtls-listen ADDR for one");
+                    result = ControlPlane::start(ControlPlaneOptions {
+                        mtls_listen: None,
+                        ..options
+                    })
+                    .await;
+                }
+            }
+        }
+        let cp = match result {
             Ok(cp) => cp,
             Err(StartError::Config(e)) => {
                 eprintln!("Error: the config has errors, not starting:");
@@ -130,9 +159,12 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         };
         // Tests and scripts wait for this line.
         tracing::info!(
-            "control plane {} ready: gRPC on {}{}",
+            "control plane {} ready: gRPC on {}{}{}",
             cp.id(),
             cp.grpc_addr(),
+            cp.mtls_addr()
+                .map(|a| format!(", mTLS gRPC on {a}"))
+                .unwrap_or_default(),
             cp.metrics_addr()
                 .map(|a| format!(", metrics on {a}"))
                 .unwrap_or_default()

@@ -36,6 +36,17 @@ pub struct ProxyArgs {
     #[arg(long = "control-plane", value_name = "ADDR", conflicts_with_all = ["config", "kustomize", "no_watch"])]
     pub control_plane: Option<String>,
 
+    /// The control plane's mTLS address (its `--mtls-listen`, Istio's 15012). Once the
+    /// proxy holds a workload certificate (bootstrapped with --token on --control-plane), its
+    /// config stream and certificate renewals use this channel, authenticated by the
+    /// certificate.
+    #[arg(
+        long = "control-plane-mtls",
+        value_name = "ADDR",
+        requires = "control_plane"
+    )]
+    pub control_plane_mtls: Option<String>,
+
     /// Bootstrap token for the control plane (ignored without --control-plane). With it the
     /// proxy also gets its SPIFFE workload certificate from the control plane's CA.
     #[arg(long, env = "TRELLIS_TOKEN", hide_env_values = true)]
@@ -454,7 +465,9 @@ fn run_controlled(
     let drain = args.drain_timeout;
     let access_flag = args.access_log.is_some();
     let cert_ttl = args.cert_ttl;
+    let mtls_address = args.control_plane_mtls.clone();
     let mut options = options;
+    let mut client = client;
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
@@ -472,6 +485,17 @@ fn run_controlled(
                         identity = %m.manager().identity(),
                         "workload certificate issued by the control plane's CA"
                     );
+                    if let Some(address) = mtls_address {
+                        let mtls = trellis_proxy::control_client::ControlPlaneMtls {
+                            address: address.clone(),
+                            identity: m.clone(),
+                            root_namespace: trellis_api::MeshConfig::default().root_namespace,
+                        };
+                        // Renewals and the config stream both move to the mTLS channel.
+                        cp.use_mtls(mtls.clone());
+                        client.mtls = Some(mtls);
+                        tracing::info!("control plane channel: mTLS to {address}");
+                    }
                     options.mesh_tls = Some(m);
                 }
                 Err(e) => {

@@ -266,6 +266,9 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// A child's argv and extra environment.
+type ChildCommand = (Vec<String>, Vec<(String, String)>);
+
 /// How the proxies run.
 #[derive(Clone, Copy, Debug)]
 struct Features {
@@ -406,8 +409,10 @@ struct Running {
     procs: Vec<Proc>,
     /// The control plane's gRPC address, when one runs.
     control_plane: Option<SocketAddr>,
+    /// The control plane's mTLS gRPC address (proxies move there once they hold a certificate).
+    control_plane_mtls: Option<SocketAddr>,
     /// How to start the control plane again (argv, env) when it exits: same address, same CA.
-    control_plane_cmd: Option<(Vec<String>, Vec<(String, String)>)>,
+    control_plane_cmd: Option<ChildCommand>,
     /// `ns/name` -> admin address of its proxy.
     admins: BTreeMap<String, SocketAddr>,
     /// Gateway listener port -> where it is bound, per gateway `ns/name`.
@@ -533,6 +538,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut running = Running {
         procs: Vec::new(),
         control_plane: None,
+        control_plane_mtls: None,
         control_plane_cmd: None,
         admins: BTreeMap::new(),
         gateway_bound: BTreeMap::new(),
@@ -605,11 +611,16 @@ async fn start(
         // A fixed port: proxies reconnect to the same address when it is restarted.
         let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
             .context("no free port for the control plane")?;
+        let mtls_port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .context("no free port for the control plane")?;
+        running.control_plane_mtls = Some(SocketAddr::from((Ipv4Addr::LOCALHOST, mtls_port)));
         let argv: Vec<String> = vec![
             "control-plane".into(),
             mesh_file.display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--mtls-listen".into(),
+            format!("127.0.0.1:{mtls_port}"),
             "--metrics".into(),
             "127.0.0.1:0".into(),
             "--ca-dir".into(),
@@ -679,7 +690,12 @@ async fn start(
         }
         let mut argv: Vec<String> = vec!["proxy".into()];
         match running.control_plane {
-            Some(cp) => argv.extend(["--control-plane".into(), cp.to_string()]),
+            Some(cp) => {
+                argv.extend(["--control-plane".into(), cp.to_string()]);
+                if let Some(m) = running.control_plane_mtls {
+                    argv.extend(["--control-plane-mtls".into(), m.to_string()]);
+                }
+            }
             None => argv.extend([
                 "--config".into(),
                 mesh_file.display().to_string(),
@@ -1204,7 +1220,11 @@ fn print_summary(
     ));
     match running.control_plane {
         Some(cp) => out.push_str(&format!(
-            "Control plane: {cp} (pushes every change of the manifests to the proxies)\n"
+            "Control plane: {cp}{} (pushes every change of the manifests to the proxies)\n",
+            running
+                .control_plane_mtls
+                .map(|m| format!(", mTLS {m}"))
+                .unwrap_or_default()
         )),
         None => out.push_str(
             "Proxies: standalone (each compiles the manifests; `up` reloads them on changes)\n",

@@ -28,15 +28,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Security of the channel: the config stream and the CA are served in plaintext gRPC,
-//! meant for loopback (local mode). Streams and CSRs are authenticated with the bootstrap
-//! token when one is set (and certificates are only issued then); the identity in a
-//! certificate is always the workload's service account from the config, never what the
-//! CSR asks for. An mTLS channel (Istio's 15012) is not implemented yet.
+//! Security of the channels: the plaintext gRPC port (Istio's 15010) is meant for loopback
+//! bootstrap: streams and CSRs there are authenticated with the bootstrap token when one is
+//! set (and certificates are only issued then). The mTLS port (Istio's 15012, `mtls`) serves
+//! the same service over TLS 1.3 with the control plane's own certificate
+//! (`spiffe://<td>/ns/<root ns>/sa/istiod`) and requires a client certificate from the mesh
+//! CA: there a proxy may only stream config for, or renew the certificate of, a workload whose
+//! service account its certificate names. The identity in a certificate is always the
+//! workload's service account from the config, never what the CSR asks for.
 
 mod core;
 mod http;
 mod metrics;
+mod mtls;
 pub mod scope;
 mod server;
 pub mod snapshot;
@@ -78,6 +82,8 @@ pub struct ControlPlaneOptions {
     pub default_namespace: String,
     /// gRPC (config streams, CA, status). Port 0 picks a free one.
     pub grpc_listen: SocketAddr,
+    /// The same gRPC service over mTLS (Istio's 15012); `None` for none.
+    pub mtls_listen: Option<SocketAddr>,
     /// Metrics and debug HTTP server; `None` for none.
     pub metrics_listen: Option<SocketAddr>,
     /// CA directory: Istio plug-in CA files are used when present, else a root is generated
@@ -102,6 +108,7 @@ impl Default for ControlPlaneOptions {
             mesh_config: None,
             default_namespace: "default".into(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], trellis_protocol::DEFAULT_GRPC_PORT)),
+            mtls_listen: None,
             metrics_listen: Some(SocketAddr::from((
                 [127, 0, 0, 1],
                 trellis_protocol::DEFAULT_METRICS_PORT,
@@ -141,8 +148,11 @@ pub struct ControlPlane;
 pub struct RunningControlPlane {
     core: Arc<Core>,
     grpc_addr: SocketAddr,
+    mtls_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Keeps the mTLS serving certificate renewing.
+    _serving: Option<mtls::ServingIdentity>,
     watcher: Mutex<Option<crate::watch::Watcher>>,
 }
 
@@ -178,10 +188,13 @@ impl ControlPlane {
             tracing::error!(code = %m.kind.code, "{m} (kept: only new errors reject later changes)");
         }
         let trust_domain = loaded.mesh.trust_domain.clone();
+        let root_namespace = loaded.mesh.root_namespace.clone();
         let snapshot = Snapshot::next(&Snapshot::empty(), loaded)
             .expect("the first snapshot always differs from the empty one");
         let ca_dir = opts.ca_dir.clone();
+        let td = trust_domain.clone();
         let ca = tokio::task::spawn_blocking(move || {
+            let trust_domain = td;
             if ca_dir.as_os_str().is_empty() {
                 CertificateAuthority::generate(&trust_domain, "Trellis")
             } else {
@@ -191,7 +204,10 @@ impl ControlPlane {
         .await
         .map_err(|e| StartError::Watch(std::io::Error::other(e.to_string())))??;
 
+        let ca = Arc::new(ca);
         let grpc = bind("gRPC", opts.grpc_listen)?;
+        let mtls_socket = opts.mtls_listen.map(|a| bind("mTLS gRPC", a)).transpose()?;
+        let mtls_addr = mtls_socket.as_ref().and_then(|s| s.local_addr().ok());
         let metrics_socket = opts
             .metrics_listen
             .map(|a| bind("metrics", a))
@@ -214,13 +230,35 @@ impl ControlPlane {
             conns: Mutex::new(Default::default()),
             next_conn: AtomicU64::new(1),
             metrics: metrics::Metrics::new(),
-            ca: Some(Arc::new(ca)),
+            ca: Some(ca.clone()),
             token: opts.bootstrap_token.clone().filter(|t| !t.is_empty()),
             shutdown: wch::Sender::new(false),
         });
         core.metrics.snapshot_version.set(version as i64);
 
         let mut tasks = Vec::new();
+        let mut serving = None;
+        if let Some(socket) = mtls_socket {
+            let identity =
+                mtls::serving_identity(ca.clone(), &trust_domain, &root_namespace).await?;
+            let incoming = mtls::incoming(socket, &identity, core.shutdown.subscribe())?;
+            let service = MeshConfigServer::new(server::Service { core: core.clone() });
+            let mut stop = core.shutdown.subscribe();
+            tasks.push(tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        crate::core::stopped(&mut stop).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!("mTLS gRPC server failed: {e}");
+                }
+            }));
+            serving = Some(identity);
+        }
         let service = MeshConfigServer::new(server::Service { core: core.clone() });
         let mut stop = core.shutdown.subscribe();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
@@ -271,7 +309,10 @@ impl ControlPlane {
         tracing::info!(
             id = %core.id,
             version,
-            "control plane serving on {grpc_addr}{}",
+            "control plane serving on {grpc_addr}{}{}",
+            mtls_addr
+                .map(|a| format!(", mTLS on {a}"))
+                .unwrap_or_default(),
             metrics_addr
                 .map(|a| format!(", metrics on {a}"))
                 .unwrap_or_default()
@@ -279,6 +320,8 @@ impl ControlPlane {
         Ok(RunningControlPlane {
             core,
             grpc_addr,
+            mtls_addr,
+            _serving: serving,
             metrics_addr,
             tasks: Mutex::new(tasks),
             watcher: Mutex::new(watcher),
@@ -295,6 +338,11 @@ impl RunningControlPlane {
     /// Where proxies connect (`trellis proxy --control-plane`).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The mTLS gRPC address (`mtls_listen`), once bound.
+    pub fn mtls_addr(&self) -> Option<SocketAddr> {
+        self.mtls_addr
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {

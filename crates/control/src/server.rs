@@ -22,6 +22,7 @@ use trellis_protocol::{
 
 use crate::core::{ConnState, Core};
 use crate::metrics::label;
+use crate::mtls::{peer_is_workload, MeshPeer};
 use crate::scope::{find_workload, Scope};
 use crate::snapshot::{Entry, Snapshot};
 use crate::source::unix_now;
@@ -54,6 +55,7 @@ impl trellis_protocol::MeshConfig for Service {
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = request.remote_addr();
+        let mesh_peer = mesh_peer(&request);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(ProxyMessage {
@@ -67,16 +69,32 @@ impl trellis_protocol::MeshConfig for Service {
                 ))
             }
         };
-        if let Some(t) = &self.core.token {
-            if !token_matches(t, &hello.token) {
-                tracing::warn!(proxy = %hello.proxy_id, peer = ?peer, "config stream refused: bad bootstrap token");
-                return Err(Status::unauthenticated("invalid bootstrap token"));
-            }
-        }
         if hello.workload_namespace.is_empty() || hello.workload_name.is_empty() {
             return Err(Status::invalid_argument(
                 "Hello needs workload_namespace and workload_name",
             ));
+        }
+        match &mesh_peer {
+            // mTLS channel: the certificate authenticates; it must be the workload's.
+            Some(id) => {
+                if let Err(s) = authorize_peer(
+                    &self.core,
+                    id,
+                    &hello.workload_namespace,
+                    &hello.workload_name,
+                ) {
+                    tracing::warn!(proxy = %hello.proxy_id, peer = %id, "config stream refused: {}", s.message());
+                    return Err(s);
+                }
+            }
+            None => {
+                if let Some(t) = &self.core.token {
+                    if !token_matches(t, &hello.token) {
+                        tracing::warn!(proxy = %hello.proxy_id, peer = ?peer, "config stream refused: bad bootstrap token");
+                        return Err(Status::unauthenticated("invalid bootstrap token"));
+                    }
+                }
+            }
         }
         let (tx, rx) = mpsc::channel(16);
         let conn = Conn::new(self.core.clone(), hello, peer, tx);
@@ -89,8 +107,9 @@ impl trellis_protocol::MeshConfig for Service {
         request: Request<CsrRequest>,
     ) -> Result<Response<CertificateResponse>, Status> {
         let core = &self.core;
+        let mesh_peer = mesh_peer(&request);
         let req = request.into_inner();
-        let result = sign(core, &req);
+        let result = sign(core, &req, mesh_peer.as_ref());
         match &result {
             Ok(r) => {
                 core.metrics.certs_issued.inc();
@@ -114,14 +133,50 @@ impl trellis_protocol::MeshConfig for Service {
     }
 }
 
-fn sign(core: &Core, req: &CsrRequest) -> Result<CertificateResponse, Status> {
-    let Some(expected) = &core.token else {
-        return Err(Status::failed_precondition(
-            "this control plane has no bootstrap token: it issues no certificates",
-        ));
-    };
-    if !token_matches(expected, &req.token) {
-        return Err(Status::unauthenticated("invalid bootstrap token"));
+/// The proxy's certificate identity, when the request came over the mTLS channel.
+fn mesh_peer<T>(request: &Request<T>) -> Option<SpiffeId> {
+    request
+        .extensions()
+        .get::<Option<MeshPeer>>()
+        .and_then(|p| p.as_ref())
+        .map(|p| p.0.clone())
+}
+
+/// On the mTLS channel a proxy speaks only for a workload whose service account its
+/// certificate names.
+fn authorize_peer(core: &Core, peer: &SpiffeId, ns: &str, name: &str) -> Result<(), Status> {
+    let snap = core.snapshot.borrow().clone();
+    let (_, sa) = find_workload(&snap, ns, name).ok_or_else(|| {
+        Status::not_found(format!(
+            "workload {ns}/{name} is not in the config (a Pod, Deployment or WorkloadEntry)"
+        ))
+    })?;
+    if peer_is_workload(peer, &snap.mesh.trust_domain, ns, &sa) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "certificate {peer} is not workload {ns}/{name} (service account {sa})"
+        )))
+    }
+}
+
+fn sign(
+    core: &Core,
+    req: &CsrRequest,
+    mesh_peer: Option<&SpiffeId>,
+) -> Result<CertificateResponse, Status> {
+    match mesh_peer {
+        Some(peer) => authorize_peer(core, peer, &req.workload_namespace, &req.workload_name)?,
+        None => {
+            let Some(expected) = &core.token else {
+                return Err(Status::failed_precondition(
+                    "this control plane has no bootstrap token: it issues no certificates",
+                ));
+            };
+            if !token_matches(expected, &req.token) {
+                return Err(Status::unauthenticated("invalid bootstrap token"));
+            }
+        }
     }
     let Some(ca) = &core.ca else {
         return Err(Status::unavailable("no CA configured"));

@@ -30,6 +30,17 @@ pub use v1::{
 pub const DEFAULT_GRPC_PORT: u16 = 15010;
 /// Istio's port for control-plane metrics (and Trellis's debug endpoints).
 pub const DEFAULT_METRICS_PORT: u16 = 15014;
+/// Istio's port for the mTLS control-plane gRPC server (the same service as
+/// [`DEFAULT_GRPC_PORT`], authenticated by the proxy's workload certificate).
+pub const DEFAULT_MTLS_PORT: u16 = 15012;
+/// Service account of the control plane's own certificate (in the mesh root namespace):
+/// `spiffe://<trust domain>/ns/<root namespace>/sa/istiod`, as Istio's.
+pub const CONTROL_PLANE_SERVICE_ACCOUNT: &str = "istiod";
+
+/// The SPIFFE id a proxy expects of the control plane on the mTLS channel.
+pub fn control_plane_identity(trust_domain: &str, root_namespace: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{root_namespace}/sa/{CONTROL_PLANE_SERVICE_ACCOUNT}")
+}
 
 /// Which config type a kind travels as: workloads and endpoint slices are ENDPOINTS (they
 /// change often and must not resend routes and policies), everything else RESOURCES.

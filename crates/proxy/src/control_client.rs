@@ -56,6 +56,21 @@ pub struct ControlClientOptions {
     pub cluster: String,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Talk to the control plane's mTLS port instead (set once a workload certificate is
+    /// held; see [`ControlClient::use_mtls`]).
+    pub mtls: Option<ControlPlaneMtls>,
+}
+
+/// The control plane's mTLS channel (Istio's 15012) and the certificate to present there.
+#[derive(Clone, Debug)]
+pub struct ControlPlaneMtls {
+    /// `host:port` of the mTLS port.
+    pub address: String,
+    /// The proxy's workload identity (its current certificate is presented).
+    pub identity: Arc<crate::security::MeshIdentity>,
+    /// Mesh root namespace: the control plane must present
+    /// `spiffe://<trust domain>/ns/<root namespace>/sa/istiod`.
+    pub root_namespace: String,
 }
 
 impl ControlClientOptions {
@@ -70,6 +85,7 @@ impl ControlClientOptions {
             cluster: String::new(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            mtls: None,
         }
     }
 
@@ -195,6 +211,7 @@ fn hash_str(s: &str) -> u64 {
 /// A proxy's client of the control plane.
 pub struct ControlClient {
     opts: ControlClientOptions,
+    mtls: Mutex<Option<ControlPlaneMtls>>,
     held: Mutex<Held>,
     status: Mutex<ClientStatus>,
     admin: watch::Sender<Option<SocketAddr>>,
@@ -216,11 +233,18 @@ impl ControlClient {
     pub fn new(opts: ControlClientOptions) -> Arc<Self> {
         let admin = watch::Sender::new(opts.admin_addr);
         Arc::new(ControlClient {
+            mtls: Mutex::new(opts.mtls.clone()),
             opts,
             held: Mutex::new(Held::default()),
             status: Mutex::new(ClientStatus::default()),
             admin,
         })
+    }
+
+    /// From now on, connect to the mTLS port presenting `mtls.identity`'s certificate (config
+    /// streams and certificate renewals alike).
+    pub fn use_mtls(&self, mtls: ControlPlaneMtls) {
+        *lock(&self.mtls) = Some(mtls);
     }
 
     pub fn options(&self) -> &ControlClientOptions {
@@ -290,6 +314,10 @@ impl ControlClient {
     }
 
     async fn connect(&self) -> Result<Channel, String> {
+        let mtls = lock(&self.mtls).clone();
+        if let Some(m) = mtls {
+            return connect_mtls(&m).await;
+        }
         Endpoint::from_shared(self.opts.uri())
             .map_err(|e| format!("invalid control plane address {:?}: {e}", self.opts.address))?
             .connect_timeout(Duration::from_secs(2))
@@ -605,6 +633,42 @@ impl ControlClient {
             }
         }
     }
+}
+
+/// A channel to the control plane's mTLS port: TLS 1.3, the workload certificate presented,
+/// the server required to be the control plane's identity from the mesh CA.
+async fn connect_mtls(m: &ControlPlaneMtls) -> Result<Channel, String> {
+    use crate::upstream::connect::{Alpn, MeshTlsProvider as _};
+    let trust_domain = m.identity.manager().identity().trust_domain().to_string();
+    let expected = trellis_protocol::control_plane_identity(&trust_domain, &m.root_namespace);
+    let config = m
+        .identity
+        .client_config(std::slice::from_ref(&expected), Alpn::Http2)
+        .ok_or_else(|| "no workload certificate for the mTLS channel".to_string())?;
+    let address = m.address.clone();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (config, address) = (config.clone(), address.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&address).await?;
+            tcp.set_nodelay(true)?;
+            // The verifier checks the SPIFFE identity; the name only fills SNI.
+            let name = rustls_pki_types::ServerName::try_from("trellis-control-plane")
+                .map_err(std::io::Error::other)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Endpoint::from_shared(format!("http://{}", m.address))
+        .map_err(|e| format!("invalid control plane mTLS address {:?}: {e}", m.address))?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("cannot connect to {} (mTLS): {e}", m.address))
 }
 
 /// The leaf, chain and roots of a `SignCertificate` answer.

@@ -461,13 +461,106 @@ fn merge_slashes(s: &mut String) {
     });
 }
 
+/// Why an authority (`Host`, HTTP/2 `:authority`, the authority of an absolute-form target)
+/// was refused. Each maps to HTTP 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorityError {
+    #[error("userinfo ('@') in authority")]
+    Userinfo,
+    #[error("empty host in authority")]
+    EmptyHost,
+    #[error("invalid character {0:?} in host")]
+    InvalidHostChar(char),
+    #[error("invalid IPv6 literal")]
+    InvalidIpLiteral,
+    #[error("invalid port")]
+    InvalidPort,
+}
+
+/// Checks that `authority` is an RFC 3986 `host[:port]` before anything looks at it (routing,
+/// authorization, the upstream's `Host`). A value that is not one is refused (400) rather
+/// than judged as a raw string: `www.example.com@admin.example.com`,
+/// `admin.example.com:abc`, `admin.example.com/x` or `admin.example.com x` are not
+/// `admin.example.com` for `hosts: [admin.example.com]`, but URL parsers and `host:port`
+/// splitting in the upstream (or a later proxy) read them as such.
+///
+/// * **host**: a reg-name of `ALPHA DIGIT - . _ ~` and the sub-delims `! $ & ' ( ) * + =`, or
+///   an IPv6 literal in brackets (`[::1]`, no zone). Not accepted: userinfo (`@`, RFC 9110
+///   §4.2.4 says to treat it as an error), `/ \ ? #`, whitespace, control characters and
+///   non-ASCII; `%` (a percent-encoded reg-name gives one host two spellings); `,` and `;`
+///   (list and parameter separators of `X-Forwarded-Host` / `Forwarded`, where the parts of
+///   a value get read separately); `[ ]` outside a literal.
+/// * **port**: optional; when the `:` is there it is followed by 1-5 digits, at most 65535
+///   (RFC 3986 allows an empty port; Trellis refuses it, one spelling per authority).
+/// * The host may not be empty when a port is given (`:80`). An authority that is entirely
+///   empty (`Host:` with no value) is accepted: RFC 9112 §3.2 has clients send exactly that
+///   for a target URI without an authority; it matches no host pattern.
+pub fn validate_authority(authority: &str) -> Result<(), AuthorityError> {
+    if authority.is_empty() {
+        return Ok(());
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return Err(AuthorityError::InvalidIpLiteral);
+        };
+        let literal = &rest[..end];
+        if literal.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(if literal.contains('@') {
+                AuthorityError::Userinfo
+            } else {
+                AuthorityError::InvalidIpLiteral
+            });
+        }
+        let after = &rest[end + 1..];
+        match after.strip_prefix(':') {
+            Some(p) => (&authority[..end + 2], Some(p)),
+            None if after.is_empty() => (authority, None),
+            None if after.contains('@') => return Err(AuthorityError::Userinfo),
+            None => return Err(AuthorityError::InvalidIpLiteral),
+        }
+    } else {
+        if authority.contains('@') {
+            return Err(AuthorityError::Userinfo);
+        }
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(AuthorityError::EmptyHost);
+    }
+    if !host.starts_with('[') {
+        if let Some(c) = host.chars().find(|&c| !is_reg_name_char(c)) {
+            return Err(AuthorityError::InvalidHostChar(c));
+        }
+    }
+    if let Some(p) = port {
+        let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits || p.parse::<u32>().map_or(true, |n| n > 65535) {
+            return Err(AuthorityError::InvalidPort);
+        }
+    }
+    Ok(())
+}
+
+/// Characters of a reg-name Trellis accepts (see [`validate_authority`]).
+fn is_reg_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.' | '_' | '~' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | '='
+        )
+}
+
 /// `:authority` / `Host` as authorization and routing compare it: ASCII-lowercased, trailing
-/// dots of the host removed (`Example.COM.:8080` → `example.com:8080`). Borrowed when already
-/// normal.
+/// dots of the host removed, an empty port dropped (`Example.COM.:8080` → `example.com:8080`,
+/// `a.com:` → `a.com`). The port is split off first, so the dots before it go too. Borrowed
+/// when already normal.
 pub fn normalize_authority(authority: &str) -> Cow<'_, str> {
     let (host, port) = split_authority(authority);
     let lower = !authority.bytes().any(|b| b.is_ascii_uppercase());
-    if lower && host.len() == host_part_len(authority) {
+    if lower && host.len() + port.map_or(0, |p| p.len() + 1) == authority.len() {
         return Cow::Borrowed(authority);
     }
     let mut s = host.to_ascii_lowercase();
@@ -594,5 +687,80 @@ mod tests {
         assert_eq!(split_authority("[::1]:80"), ("[::1]", Some("80")));
         assert_eq!(split_authority("a.b.:"), ("a.b", None));
         assert_eq!(split_authority("::1"), ("::1", None));
+        assert_eq!(
+            normalize_authority("WWW.example.com.:80"),
+            "www.example.com:80"
+        );
+        assert_eq!(
+            normalize_authority("www.example.com..:80"),
+            "www.example.com:80"
+        );
+        assert_eq!(normalize_authority("a.com:"), "a.com");
+        assert_eq!(normalize_authority("a.com.:"), "a.com");
+        assert!(matches!(
+            normalize_authority("a.com"),
+            Cow::Borrowed("a.com")
+        ));
+    }
+
+    #[test]
+    fn authority_validation() {
+        for ok in [
+            "",
+            "example.com",
+            "Example.COM.",
+            "example.com:80",
+            "example.com.:80",
+            "a:0",
+            "a:65535",
+            "localhost",
+            "10.0.0.1:8080",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::ffff:10.0.0.1]:80",
+            "my_host-1.example~x",
+            "*.example.com",
+        ] {
+            assert_eq!(validate_authority(ok), Ok(()), "{ok:?}");
+        }
+        use AuthorityError::*;
+        for (bad, why) in [
+            ("www.example.com@admin.example.com", Userinfo),
+            ("user:pass@admin.example.com", Userinfo),
+            ("@admin.example.com", Userinfo),
+            ("[::1]@admin", Userinfo),
+            ("admin.example.com:abc", InvalidPort),
+            ("admin.example.com:", InvalidPort),
+            ("admin.example.com:80:80", InvalidPort),
+            ("admin.example.com:65536", InvalidPort),
+            ("admin.example.com:000080", InvalidPort),
+            ("admin.example.com:+80", InvalidPort),
+            ("admin.example.com: 80", InvalidPort),
+            ("[::1]:", InvalidPort),
+            ("[::1]:x", InvalidPort),
+            ("admin.example.com/x", InvalidHostChar('/')),
+            ("admin.example.com\\x", InvalidHostChar('\\')),
+            ("admin.example.com x", InvalidHostChar(' ')),
+            ("admin.example.com\tx", InvalidHostChar('\t')),
+            ("admin.example.com?x", InvalidHostChar('?')),
+            ("admin.example.com#x", InvalidHostChar('#')),
+            ("admin.example.com\0", InvalidHostChar('\0')),
+            ("admin.example.com\x7f", InvalidHostChar('\x7f')),
+            ("%61dmin.example.com", InvalidHostChar('%')),
+            ("a.com,admin.example.com", InvalidHostChar(',')),
+            ("a.com;admin.example.com", InvalidHostChar(';')),
+            ("adm\u{ed}n.example.com", InvalidHostChar('\u{ed}')),
+            (":80", EmptyHost),
+            (":", EmptyHost),
+            ("[::1", InvalidIpLiteral),
+            ("[admin.example.com]", InvalidIpLiteral),
+            ("[fe80::1%25eth0]", InvalidIpLiteral),
+            ("[::1]x", InvalidIpLiteral),
+            ("[::1]]", InvalidIpLiteral),
+            ("::1", EmptyHost),
+            ("a]b", InvalidHostChar(']')),
+        ] {
+            assert_eq!(validate_authority(bad), Err(why), "{bad:?}");
+        }
     }
 }

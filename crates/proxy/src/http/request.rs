@@ -2,7 +2,10 @@
 //!
 //! 1. **validate**: what hyper lets through but Envoy rejects (lowercase methods, raw `\` or
 //!    control bytes in the path, a non-origin-form target, HTTP/1.1 without Host, repeated
-//!    Host) → 400. (hyper itself refuses malformed heads, signed or conflicting
+//!    Host) → 400. The authority (absolute-form target's, HTTP/2 `:authority`, else `Host`)
+//!    must be an RFC 3986 `host[:port]` (`trellis_model::normalize::validate_authority`):
+//!    userinfo (`a@b`), a path, whitespace, a non-numeric port → 400 `invalid authority`,
+//!    never judged as a raw string that the upstream's URL parser would read differently. (hyper itself refuses malformed heads, signed or conflicting
 //!    Content-Length and unknown Transfer-Encoding; with both Content-Length and chunked
 //!    it drops Content-Length and closes the connection after the response.)
 //! 2. **normalize** the path (MeshConfig `pathNormalization`): refused paths → 400; routing,
@@ -32,6 +35,7 @@ use hyper::Request;
 use rand::Rng;
 use trellis_model::authz::{Outcome, RBAC_DENIED_BODY, RBAC_DENIED_STATUS};
 use trellis_model::config::{FaultAbort, RouteAction, Scheme};
+use trellis_model::normalize::validate_authority;
 use trellis_model::route::{route_request, RequestInfo};
 
 use crate::http::access_log::AccessLog;
@@ -81,13 +85,18 @@ pub async fn handle(
     // 1. validate
     if let Err(why) = validate(&parts, authority.is_some()) {
         tracing::debug!(listener = %conn.listener, peer = %conn.peer_addr, "bad request: {why}");
-        log.flags.set(Flag::DPE);
-        let mut resp = error::local_reply(400, why, false);
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        return finish(resp, None, log);
+        return finish(bad_request(why), None, flag_dpe(log));
     }
     let authority = authority.unwrap_or_default();
+    if let Err(e) = validate_authority(&authority) {
+        tracing::debug!(
+            listener = %conn.listener,
+            peer = %conn.peer_addr,
+            authority = ?authority,
+            "bad request: invalid authority: {e}"
+        );
+        return finish(bad_request("invalid authority"), None, flag_dpe(log));
+    }
     let scheme_str = match conn.scheme {
         Scheme::Http => "http",
         Scheme::Https => "https",
@@ -420,7 +429,22 @@ fn finish(resp: Response<Body>, slot: Option<InFlightSlot>, mut guard: LogGuard)
     Response::from_parts(parts, body::boxed(ResponseBody::new(inner, slot, log)))
 }
 
-/// `:authority` (HTTP/2, absolute-form) or `Host`.
+/// 400 for a request refused before anything else looked at it; the connection is closed.
+fn bad_request(why: &'static str) -> Response<Body> {
+    let mut resp = error::local_reply(400, why, false);
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn flag_dpe(mut log: LogGuard) -> LogGuard {
+    log.flags.set(Flag::DPE);
+    log
+}
+
+/// `:authority` (HTTP/2, absolute-form) or `Host`, as received. The one authority routing,
+/// authorization and the upstream use; `handle` refuses it (400) unless it is a valid
+/// `host[:port]` ([`validate_authority`]: no userinfo, no path, a numeric port).
 fn authority_of(parts: &http::request::Parts) -> Option<String> {
     if let Some(a) = parts.uri.authority() {
         return Some(a.as_str().to_string());

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use http::HeaderMap;
 
 use crate::config::{RequestMatch, Route, RouteTable, StringMatcher, VirtualHost};
+use crate::normalize::normalize_authority;
 
 /// What routing looks at in a request. Paths are already normalized by the proxy.
 #[derive(Clone, Copy, Debug)]
@@ -44,8 +45,14 @@ impl<'a> RequestInfo<'a> {
 /// The virtual host serving `authority`: exact domain, then longest `*.suffix`, then `*`.
 /// Ports: a domain with `:port` must match the authority exactly; a domain without a port
 /// matches the authority's host part.
+///
+/// The authority is first put in the form authorization compares
+/// ([`crate::normalize::normalize_authority`]: port split off, then the host's trailing dots
+/// removed, lowercase), so `WWW.example.com.:80` is routed as `www.example.com:80`, the host
+/// authorization judged. Borrowed (no allocation) for an authority already in that form.
 pub fn select_virtual_host<'t>(table: &'t RouteTable, authority: &str) -> Option<&'t VirtualHost> {
-    let authority = authority.trim_end_matches('.');
+    let normalized = normalize_authority(authority);
+    let authority = normalized.as_ref();
     let host = strip_port(authority);
     let mut best: Option<(&VirtualHost, usize)> = None; // (vh, rank): higher is better
     for vh in &table.virtual_hosts {
@@ -380,6 +387,18 @@ mod tests {
         assert_eq!(pick("API.Example.com:80", "/", &[]), "exact/default");
         assert_eq!(pick("www.example.com", "/", &[]), "wild/wild");
         assert_eq!(pick("other.org", "/", &[]), "any/any");
+    }
+
+    /// Routing sees the host authorization judged: the port is split off before the
+    /// trailing dots go (`www.example.com.:80` is `www.example.com`, not the `*` vhost).
+    #[test]
+    fn trailing_dot_before_a_port_is_the_same_host() {
+        assert_eq!(pick("api.example.com.", "/", &[]), "exact/default");
+        assert_eq!(pick("API.example.com.:80", "/", &[]), "exact/default");
+        assert_eq!(pick("api.example.com..:8080", "/", &[]), "exact/default");
+        assert_eq!(pick("api.example.com:", "/", &[]), "exact/default");
+        assert_eq!(pick("WWW.example.com.:80", "/", &[]), "wild/wild");
+        assert_eq!(pick("other.org.:80", "/", &[]), "any/any");
     }
 
     #[test]

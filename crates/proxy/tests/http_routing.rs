@@ -487,3 +487,38 @@ async fn config_swap_keeps_serving_and_moves_traffic() {
         assert_eq!(cl.get("x", "/", &[]).await.echo("upstream").unwrap(), "b");
     }
 }
+
+/// `x_user` is `x-user` to CGI-style backends: a gateway drops request headers with `_` in
+/// their names before judging or forwarding; a sidecar keeps them (Istio's default).
+#[tokio::test]
+async fn gateways_drop_underscore_headers_and_sidecars_keep_them() {
+    let up = Upstream::echo("up").await;
+    for (kind, kept) in [(ProxyKind::Gateway, false), (ProxyKind::Sidecar, true)] {
+        let mut cfg = Builder::new()
+            .vhost(&["*"], vec![route("all", vec![], to("up"))])
+            .simple("up", &[up.addr])
+            .build();
+        cfg.node.kind = kind;
+        let p = Proxy::start(cfg).await;
+        let r = get(
+            p.addr,
+            "a",
+            "/",
+            &[
+                ("x_user", "admin"),
+                ("x-user", "guest"),
+                ("x_jwt_sub", "root"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{kind:?}: {}", r.body);
+        assert_eq!(r.echo("h:x_user").is_some(), kept, "{kind:?}: {}", r.body);
+        assert_eq!(
+            r.echo("h:x_jwt_sub").is_some(),
+            kept,
+            "{kind:?}: {}",
+            r.body
+        );
+        assert_eq!(r.echo("h:x-user").as_deref(), Some("guest"), "{kind:?}");
+    }
+}

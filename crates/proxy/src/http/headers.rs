@@ -1,5 +1,21 @@
-//! Header handling: VirtualService header operations, hop-by-hop stripping, and the
-//! forwarding headers Envoy adds (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`).
+//! Header handling: VirtualService header operations, hop-by-hop stripping, the forwarding
+//! headers Envoy adds (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`), and request
+//! headers with `_` in their names at gateways.
+//!
+//! # Underscores in header names (gateways drop them)
+//!
+//! CGI, WSGI, PHP, Rack and nginx's `$http_*` map both `x-user` and `x_user` to the same
+//! variable (`HTTP_X_USER`), so a client's `x_user: admin` reaches such a backend as the
+//! `x-user` an AuthorizationPolicy `request.headers[x-user]` condition never saw, and
+//! `x_jwt_sub` / `x_forwarded_client_cert` sit next to the headers the gateway vouches for
+//! (claim headers, XFCC) that it removes and sets by their `-` names only. Istio leaves
+//! Envoy's `headers_with_underscores_action` at its default `ALLOW` (Envoy's own edge-proxy
+//! best practices set `REJECT_REQUEST`); Trellis does better at the edge: a **gateway drops
+//! every request header whose name contains `_`** ([`drop_underscore_headers`], Envoy's
+//! `DROP_HEADER`) before JWT authentication, authorization, ext-authz and forwarding, and
+//! logs the dropped names at debug. **Sidecars keep them** (Istio's default): their traffic
+//! comes through a gateway or from mesh workloads, and apps inside the mesh may legitimately
+//! use such names.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
@@ -83,6 +99,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if te_trailers {
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Removes every header whose name contains `_` (see the module documentation); returns the
+/// names removed, in order, each once. Allocation-free when there are none.
+pub fn drop_underscore_headers(headers: &mut HeaderMap) -> Vec<HeaderName> {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return Vec::new();
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in &names {
+        headers.remove(n);
+    }
+    names
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket and the like).
@@ -173,6 +206,27 @@ mod tests {
         assert!(!h.contains_key("connection"));
         assert_eq!(h.get("te").unwrap(), "trailers");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn underscore_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("x_user", HeaderValue::from_static("admin"));
+        h.append("x_user", HeaderValue::from_static("root"));
+        h.insert("x-user", HeaderValue::from_static("guest"));
+        h.insert("x_jwt_sub", HeaderValue::from_static("admin"));
+        h.insert("_", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let dropped = drop_underscore_headers(&mut h);
+        let names: Vec<&str> = dropped.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 3);
+        for n in ["x_user", "x_jwt_sub", "_"] {
+            assert!(names.contains(&n), "{n} in {names:?}");
+            assert!(!h.contains_key(n), "{n} dropped");
+        }
+        assert_eq!(h.get("x-user").unwrap(), "guest");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1");
+        assert!(drop_underscore_headers(&mut h).is_empty());
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //!
 //! 1. **validate**: what hyper lets through but Envoy rejects (lowercase methods, raw `\` or
 //!    control bytes in the path, a non-origin-form target, HTTP/1.1 without Host, repeated
-//!    Host) → 400. The authority (absolute-form target's, HTTP/2 `:authority`, else `Host`)
-//!    must be an RFC 3986 `host[:port]` (`trellis_model::normalize::validate_authority`):
-//!    userinfo (`a@b`), a path, whitespace, a non-numeric port → 400 `invalid authority`,
-//!    never judged as a raw string that the upstream's URL parser would read differently. (hyper itself refuses malformed heads, signed or conflicting
+//!    Host) → 400. (hyper itself refuses malformed heads, signed or conflicting
 //!    Content-Length and unknown Transfer-Encoding; with both Content-Length and chunked
-//!    it drops Content-Length and closes the connection after the response.)
+//!    it drops Content-Length and closes the connection after the response.) The authority
+//!    (the absolute-form target's, HTTP/2 `:authority`, else `Host`) must be an RFC 3986
+//!    `host[:port]` (`trellis_model::normalize::validate_authority`): userinfo (`a@b`), a
+//!    path, whitespace, a non-numeric port → 400 `invalid authority`, never judged as a raw
+//!    string that the upstream's URL parser would read differently. Gateways then drop
+//!    request headers whose names contain `_` (see `http::headers`).
 //! 2. **normalize** the path (MeshConfig `pathNormalization`): refused paths → 400; routing,
 //!    authorization and the upstream see the normalized path.
 //! 3. **`x-forwarded-client-cert`**: the client's copy removed; set from the verified peer
@@ -34,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use rand::Rng;
 use trellis_model::authz::{Outcome, RBAC_DENIED_BODY, RBAC_DENIED_STATUS};
-use trellis_model::config::{FaultAbort, RouteAction, Scheme};
+use trellis_model::config::{FaultAbort, ProxyKind, RouteAction, Scheme};
 use trellis_model::normalize::validate_authority;
 use trellis_model::route::{route_request, RequestInfo};
 
@@ -104,6 +106,19 @@ pub async fn handle(
     // One snapshot for the whole request: policies and routes from the same config.
     let security = state.security.load_full();
     let config = security.config.clone();
+
+    // Gateways drop request headers with `_` in their names (`x_user` is `x-user` to CGI-style
+    // backends) before anything judges or forwards the request; sidecars keep them.
+    if config.node.kind == ProxyKind::Gateway {
+        let dropped = headers::drop_underscore_headers(&mut parts.headers);
+        if !dropped.is_empty() {
+            tracing::debug!(
+                listener = %conn.listener,
+                peer = %conn.peer_addr,
+                "dropped request headers with underscores: {dropped:?}"
+            );
+        }
+    }
 
     // 2. normalize the path
     if let Err(why) = sec::normalize_path(&mut parts, &config.security.path_normalization) {

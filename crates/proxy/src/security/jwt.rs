@@ -6,7 +6,9 @@
 //! 1. Client-sent copies of every output header (`outputPayloadToHeader`,
 //!    `outputClaimToHeaders`) are removed, whatever the outcome, so they cannot be spoofed.
 //! 2. Tokens are looked for in every configured location (headers, query parameters,
-//!    cookies). None found: `NoToken` (passes; authorization decides), unless a rule says
+//!    cookies). A header prefix (`Bearer `) matches in any case, its trailing space standing
+//!    for any run of SP/HTAB, so `Bearer<TAB>token` is a token presented and verified.
+//!    None found: `NoToken` (passes; authorization decides), unless a rule says
 //!    `presence: REQUIRED` (401 `Jwt is missing`).
 //! 3. Every token found must verify against some rule of its (unverified) `iss` that reads
 //!    that location; one invalid token fails the request (401), as Envoy.
@@ -508,7 +510,7 @@ impl JwtAuthenticator {
                         let Ok(v) = v.to_str() else { continue };
                         let token = match prefix {
                             None => Some(v),
-                            Some(p) => strip_prefix_ignore_case(v, p),
+                            Some(p) => strip_token_prefix(v, p),
                         };
                         if let Some(t) = token {
                             add(t.trim(), i);
@@ -1106,10 +1108,25 @@ fn claim_header_value(v: &Value) -> Option<HeaderValue> {
     HeaderValue::from_str(&text).ok()
 }
 
-fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
-    let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &value[prefix.len()..])
+/// The token after a header `prefix`, or `None` when the value does not start with it. The
+/// prefix is compared ASCII case-insensitively (auth schemes are case-insensitive, RFC 9110
+/// §11.1), and trailing whitespace in it (`"Bearer "`) stands for any run of SP / HTAB: so
+/// `bearer x`, `BEARER x`, `Bearer  x` and `Bearer<TAB>x` all present the token `x`, which is
+/// then verified. (Matching only a literal space made `Bearer<TAB><forged>` no token at all:
+/// the request passed as anonymous with the forged token forwarded to a backend that splits
+/// on any whitespace.) A prefix without trailing whitespace is matched literally.
+fn strip_token_prefix<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
+    let scheme = prefix.trim_end_matches([' ', '\t']);
+    let head = value.get(..scheme.len())?;
+    if !head.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let rest = &value[scheme.len()..];
+    if scheme.len() == prefix.len() {
+        return Some(rest);
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    (token.len() < rest.len()).then_some(token)
 }
 
 /// `name=value` pairs of a query string, percent-decoded (`+` stays `+`).
@@ -1211,17 +1228,27 @@ mod tests {
 
     #[test]
     fn prefixes_and_cookies() {
-        assert_eq!(
-            strip_prefix_ignore_case("Bearer abc", "Bearer "),
-            Some("abc")
-        );
-        assert_eq!(
-            strip_prefix_ignore_case("BEARER abc", "Bearer "),
-            Some("abc")
-        );
-        assert_eq!(strip_prefix_ignore_case("Basic abc", "Bearer "), None);
-        assert_eq!(strip_prefix_ignore_case("Béarer abc", "Bearer "), None);
-        assert_eq!(strip_prefix_ignore_case("Bea", "Bearer "), None);
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("Bearer  abc", Some("abc")),
+            ("Bearer\tabc", Some("abc")),
+            ("bEaReR\t \t abc", Some("abc")),
+            ("Bearer ", Some("")),
+            ("Bearer", None),
+            ("Bearerabc", None),
+            ("Bearer\u{a0}abc", None),
+            ("Basic abc", None),
+            ("Béarer abc", None),
+            ("Bea", None),
+        ] {
+            assert_eq!(strip_token_prefix(value, "Bearer "), token, "{value:?}");
+        }
+        // A prefix without trailing whitespace is literal (case aside).
+        assert_eq!(strip_token_prefix("Token:abc", "token:"), Some("abc"));
+        assert_eq!(strip_token_prefix("Token: abc", "token:"), Some(" abc"));
+        assert_eq!(strip_token_prefix("Tok", "token:"), None);
         let pairs: Vec<_> = cookie_pairs("a=1; b=\"2\";c; d = 4 ").collect();
         assert_eq!(pairs, [("a", "1"), ("b", "2"), ("d", "4")]);
     }

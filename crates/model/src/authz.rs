@@ -10,10 +10,13 @@
 //!   `gateway.networking.k8s.io/gateway-name`, or [`AuthzTarget::gateway_name`]) they apply
 //!   when they target that `Gateway` from its own namespace. Selector policies apply to gateways
 //!   too (Istio's `ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY` default).
-//! * **Order**: CUSTOM → DENY → ALLOW. A matching CUSTOM rule asks the proxy to consult the
-//!   extension provider ([`Decision::custom`], [`Outcome::Custom`]); any matching DENY rule
-//!   denies; when at least one ALLOW policy applies a request must match one of their rules,
-//!   otherwise it is allowed. AUDIT policies never decide ([`Decision::audited_by`]). An ALLOW
+//! * **Order**: CUSTOM → DENY → ALLOW. A matching CUSTOM rule has the proxy consult the
+//!   extension provider *first* ([`Decision::custom`], [`Outcome::Custom`]), whatever DENY and
+//!   ALLOW would decide: its denial (status, headers, body, e.g. an oauth2 provider's redirect
+//!   to a login page) is the answer; only when it allows do DENY and ALLOW apply (Envoy's
+//!   ext_authz filter runs before its RBAC filter). Any matching DENY rule denies; when at
+//!   least one ALLOW policy applies a request must match one of their rules, otherwise it is
+//!   allowed. AUDIT policies never decide ([`Decision::audited_by`]). An ALLOW
 //!   policy without rules (`spec: {}`) allows nothing; a rule `{}` matches everything.
 //!   Policies annotated `istio.io/dry-run: "true"` never decide: [`Decision::dry_run_would`] is
 //!   what the decision would be with them enforced (Trellis reports the combined outcome, where
@@ -196,8 +199,8 @@ pub struct Verdict<'p> {
     /// The local decision (DENY and ALLOW policies).
     pub allowed: bool,
     pub reason: DecisionReason<'p>,
-    /// Set when a CUSTOM rule matched: when `allowed`, the request goes through only if the
-    /// provider also allows it. (When not `allowed` there is no need to call it.)
+    /// Set when a CUSTOM rule matched: the provider is asked first and its denial is the
+    /// answer; only when it allows does `allowed` decide.
     pub custom: Option<CustomCheck<'p>>,
 }
 
@@ -207,10 +210,12 @@ pub enum Outcome<'p> {
     Allow,
     /// 403 [`RBAC_DENIED_BODY`].
     Deny,
-    /// Ask the extension provider; its answer decides.
+    /// Ask the extension provider first: when it denies, its answer is the response. When it
+    /// allows, `allowed` is what DENY and ALLOW decided (`false`: 403 [`RBAC_DENIED_BODY`]).
     Custom {
         provider: &'p str,
         policy: RuleRef<'p>,
+        allowed: bool,
     },
 }
 
@@ -227,13 +232,16 @@ pub struct Decision<'p> {
 }
 
 impl<'p> Decision<'p> {
+    /// CUSTOM first: a matching CUSTOM rule is [`Outcome::Custom`] even when DENY or ALLOW
+    /// deny (the provider's answer comes first); otherwise the local decision.
     pub fn outcome(&self) -> Outcome<'p> {
         match (self.allowed, self.custom) {
-            (false, _) => Outcome::Deny,
-            (true, Some(c)) => Outcome::Custom {
+            (allowed, Some(c)) => Outcome::Custom {
                 provider: c.provider,
                 policy: c.rule,
+                allowed,
             },
+            (false, None) => Outcome::Deny,
             (true, None) => Outcome::Allow,
         }
     }
@@ -251,7 +259,7 @@ impl<'p> Decision<'p> {
 impl fmt::Display for Decision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.reason)?;
-        if let (true, Some(c)) = (self.allowed, self.custom) {
+        if let Some(c) = self.custom {
             write!(f, "; ext-authz {} required by {}", c.provider, c.rule)?;
         }
         if let Some(a) = self.audited_by {
@@ -1758,6 +1766,73 @@ mod tests {
         // metacharacters are literal
         assert!(!p("cert-manager.io").matches_str("cert-manager-io"));
         assert!(!p("a.c").matches_str("abc"));
+    }
+
+    /// CUSTOM → DENY → ALLOW: a matching CUSTOM rule makes the provider the first to answer,
+    /// even when DENY or ALLOW deny; the local decision applies only after it allows.
+    #[test]
+    fn custom_comes_first_in_the_outcome() {
+        let id = |name: &str| PolicyId {
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        let (ext, deny) = (id("ext"), id("deny"));
+        let custom_rule = RuleRef {
+            policy: &ext,
+            action: Action::Custom,
+            rule: 0,
+        };
+        let deny_rule = RuleRef {
+            policy: &deny,
+            action: Action::Deny,
+            rule: 1,
+        };
+        let custom = Some(CustomCheck {
+            provider: "p",
+            rule: custom_rule,
+        });
+        let d = |allowed, reason, custom| Decision {
+            allowed,
+            reason,
+            custom,
+            audited_by: None,
+            dry_run_would: None,
+        };
+        let denied = d(false, DecisionReason::Denied(deny_rule), custom);
+        assert_eq!(
+            denied.outcome(),
+            Outcome::Custom {
+                provider: "p",
+                policy: custom_rule,
+                allowed: false
+            }
+        );
+        assert_eq!(
+            denied.to_string(),
+            "denied by DENY policy ns/deny rule 1; ext-authz p required by CUSTOM policy ns/ext rule 0"
+        );
+        let allowed = d(true, DecisionReason::NoAllowPolicies, custom);
+        assert_eq!(
+            allowed.outcome(),
+            Outcome::Custom {
+                provider: "p",
+                policy: custom_rule,
+                allowed: true
+            }
+        );
+        let misconfigured = DecisionReason::CustomMisconfigured {
+            rule: custom_rule,
+            why: "CUSTOM policy names no provider",
+        };
+        assert_eq!(d(false, misconfigured, None).outcome(), Outcome::Deny);
+        assert_eq!(
+            d(false, DecisionReason::Denied(deny_rule), None).outcome(),
+            Outcome::Deny
+        );
+        assert_eq!(
+            d(true, DecisionReason::NoAllowPolicies, None).outcome(),
+            Outcome::Allow
+        );
     }
 
     #[test]

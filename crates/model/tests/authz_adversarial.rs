@@ -123,8 +123,10 @@ enum Exp {
     Deny,
     /// 400 from path normalization.
     Bad,
-    /// The extension provider must be asked.
+    /// The extension provider must be asked; if it allows, the request is allowed.
     Custom(&'static str),
+    /// The extension provider must be asked first; if it allows, DENY/ALLOW deny.
+    CustomThenDeny(&'static str),
 }
 use Exp::*;
 
@@ -165,11 +167,20 @@ fn run(policies: &AuthzPolicies, r: &R) -> (Exp, String) {
     let exp = match d.outcome() {
         Outcome::Allow => Allow,
         Outcome::Deny => Deny,
-        Outcome::Custom { provider, .. } => Custom(match provider {
-            "ext-authz" => "ext-authz",
-            "other" => "other",
-            p => panic!("unexpected provider {p}"),
-        }),
+        Outcome::Custom {
+            provider, allowed, ..
+        } => {
+            let p = match provider {
+                "ext-authz" => "ext-authz",
+                "other" => "other",
+                p => panic!("unexpected provider {p}"),
+            };
+            if allowed {
+                Custom(p)
+            } else {
+                CustomThenDeny(p)
+            }
+        }
     };
     (exp, d.to_string())
 }
@@ -943,8 +954,9 @@ spec:
             cases: vec![
                 (get("/api/x"), Custom("ext-authz")),
                 (get("//api/./x"), Custom("ext-authz")),
-                (get("/api/secret"), Deny),
-                (get("/api/%73ecret"), Deny),
+                // CUSTOM first: the provider is asked even where DENY denies.
+                (get("/api/secret"), CustomThenDeny("ext-authz")),
+                (get("/api/%73ecret"), CustomThenDeny("ext-authz")),
                 (get("/public"), Allow),
                 (get("/other"), Deny),
             ],

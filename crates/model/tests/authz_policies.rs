@@ -339,7 +339,12 @@ spec:
     let h = HeaderMap::new();
     let d = p.evaluate(&AuthzRequest::http(&h, "GET", "x", "/admin/x"));
     match d.outcome() {
-        Outcome::Custom { provider, policy } => {
+        Outcome::Custom {
+            provider,
+            policy,
+            allowed,
+        } => {
+            assert!(allowed);
             assert_eq!(provider, "my-ext-authz");
             assert_eq!(
                 policy.to_string(),
@@ -354,6 +359,56 @@ spec:
     // Sidecars elsewhere are not selected.
     let p = AuthzPolicies::compile(&rs, "foo", &labels(&[("app", "x")]), ROOT);
     assert!(p.is_empty());
+}
+
+/// Istio's order CUSTOM → DENY → ALLOW: where a CUSTOM rule matches, the provider is asked
+/// first even when a DENY rule (or no ALLOW rule) matches; the local verdict comes after.
+#[test]
+fn custom_is_asked_before_deny_and_allow() {
+    let rs = load(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: istio-system}
+spec:
+  action: CUSTOM
+  provider: {name: ext}
+  rules: [{to: [{operation: {paths: ["/api/*", "/internal/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-secret, namespace: istio-system}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/api/secret", "/public/secret"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-api, namespace: istio-system}
+spec:
+  rules: [{to: [{operation: {paths: ["/api/*", "/public/*"]}}]}]
+"#,
+    );
+    let p = AuthzPolicies::compile(&rs, "istio-system", &labels(&[]), ROOT);
+    let h = HeaderMap::new();
+    let outcome = |path| {
+        let d = p.evaluate(&AuthzRequest::http(&h, "GET", "x", path));
+        match d.outcome() {
+            Outcome::Custom {
+                provider, allowed, ..
+            } => format!(
+                "custom {provider} then {}",
+                if allowed { "allow" } else { "deny" }
+            ),
+            o => format!("{o:?}"),
+        }
+    };
+    assert_eq!(outcome("/api/x"), "custom ext then allow");
+    assert_eq!(outcome("/api/secret"), "custom ext then deny");
+    assert_eq!(outcome("/internal/x"), "custom ext then deny");
+    assert_eq!(outcome("/public/secret"), "Deny");
+    assert_eq!(outcome("/public/x"), "Allow");
+    assert_eq!(outcome("/other"), "Deny");
 }
 
 #[test]

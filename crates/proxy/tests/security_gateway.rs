@@ -476,11 +476,34 @@ async fn custom_rules_ask_the_ext_authz_provider() {
     let line = wait_log(&["\"GET /ext/report HTTP/1.1\" 403 UAEX"]).await;
     assert!(line[0].contains("ext-authz ext answered 403"), "{line:?}");
 
-    // Anonymous: the local ALLOW policy already denies; the provider is not asked.
+    // CUSTOM runs before DENY and ALLOW (Istio's order). Anonymous, the local ALLOW policy
+    // would deny, yet the provider is asked first and its denial is the answer...
     let asked = e.ext.hits();
-    let (status, _) = get(e.addr, HOST, "/ext/report", &[("x-ext-allow", "yes")]).await;
-    assert_eq!(status, 403);
-    assert_eq!(e.ext.hits(), asked);
+    let (status, text) = get(e.addr, HOST, "/ext/anonymous", &[]).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.ends_with("ext says no"), "{text}");
+    assert_eq!(
+        header(&text, "x-ext-reason").as_deref(),
+        Some("not allowed")
+    );
+    assert_eq!(e.ext.hits(), asked + 1, "the provider was asked first");
+    assert_eq!(e.ext.last().path, "/check/ext/anonymous");
+    wait_log(&[
+        "\"GET /ext/anonymous HTTP/1.1\" 403 UAEX",
+        "ext-authz ext answered 403",
+    ])
+    .await;
+    // ... and when it allows, ALLOW still has to: no token, so RBAC denies.
+    let (status, text) = get(e.addr, HOST, "/ext/anonymous2", &[("x-ext-allow", "yes")]).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.ends_with("RBAC: access denied"), "{text}");
+    assert_eq!(e.ext.hits(), asked + 2);
+    assert_eq!(e.backend.hits(), before);
+    wait_log(&[
+        "\"GET /ext/anonymous2 HTTP/1.1\" 403 RBAC",
+        "denied: no ALLOW policy matched",
+    ])
+    .await;
     e.proxy.shutdown(std::time::Duration::from_secs(1)).await;
 }
 

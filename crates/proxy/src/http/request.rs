@@ -16,9 +16,10 @@
 //!    certificate on mTLS connections.
 //! 4. **JWT authentication** (RequestAuthentication): an invalid token → 401 with
 //!    `www-authenticate`; the identity is kept for authorization.
-//! 5. **authorization** (AuthorizationPolicy CUSTOM → DENY → ALLOW): denied → 403
-//!    `RBAC: access denied`, logged with the deciding policy and rule; CUSTOM asks the
-//!    ext-authz provider.
+//! 5. **authorization** (AuthorizationPolicy CUSTOM → DENY → ALLOW): where a CUSTOM rule
+//!    matches, the ext-authz provider is asked first and its denial (status, headers, body)
+//!    is the answer; only when it allows do DENY and ALLOW apply. Denied by them → 403
+//!    `RBAC: access denied`, logged with the deciding policy and rule.
 //! 6. **route**: the listener's route table, virtual host by authority, first matching rule
 //!    (`trellis_model::route`). None → 404 `NR`. `httpsRedirect` hosts on plaintext → 301.
 //! 7. **CORS**: preflights answered here.
@@ -190,46 +191,28 @@ pub async fn handle(
         }
     };
 
-    // 5. authorization
+    // 5. authorization: CUSTOM first (the ext-authz provider's denial is the answer), then
+    // DENY and ALLOW.
     let mut ext_response_headers = Vec::new();
     if enforce && !config.security.authz.is_empty() {
         let req = sec::authz_request(&conn, &parts, &authority, jwt_identity.as_deref());
         let decision = config.security.authz.evaluate(&req);
+        let outcome = decision.outcome();
         // Formatted for the access log only when it is written (allowed requests).
-        let text = if decision.allowed && !tracing::enabled!(target: "access", tracing::Level::INFO)
+        let text = if outcome == Outcome::Allow
+            && !tracing::enabled!(target: "access", tracing::Level::INFO)
         {
             String::new()
         } else {
             decision.to_string()
         };
-        match decision.outcome() {
-            Outcome::Deny => {
-                tracing::info!(
-                    target: "trellis::authz",
-                    listener = %conn.listener,
-                    peer = %conn.peer_addr,
-                    principal = ?conn.peer_identity,
-                    request_principal = ?req.request_principal,
-                    "{} {} {}: {text}",
-                    parts.method,
-                    req.path,
-                    authority
-                );
-                log.flags.set(Flag::RBAC);
-                log.authz = Some(text);
-                return finish(
-                    error::local_reply(RBAC_DENIED_STATUS, RBAC_DENIED_BODY, grpc),
-                    None,
-                    log,
-                );
-            }
-            Outcome::Allow => {
-                tracing::debug!(target: "trellis::authz", listener = %conn.listener, "{} {}: {decision}", parts.method, req.path);
-                if !text.is_empty() {
-                    log.authz = Some(text);
-                }
-            }
-            Outcome::Custom { provider, .. } => {
+        let mut ext_upstream_headers = Vec::new();
+        let allowed = match outcome {
+            Outcome::Allow => true,
+            Outcome::Deny => false,
+            Outcome::Custom {
+                provider, allowed, ..
+            } => {
                 let Some(p) = config.security.ext_authz.get(provider) else {
                     tracing::info!(
                         target: "trellis::authz",
@@ -251,13 +234,8 @@ pub async fn handle(
                         upstream,
                         downstream,
                     } => {
-                        for (k, v) in upstream {
-                            parts.headers.insert(k, v);
-                        }
+                        ext_upstream_headers = upstream;
                         ext_response_headers = downstream;
-                        if !text.is_empty() {
-                            log.authz = Some(text);
-                        }
                     }
                     ExtAuthz::Deny(resp, why) => {
                         tracing::info!(
@@ -273,7 +251,36 @@ pub async fn handle(
                         return finish(resp, None, log);
                     }
                 }
+                // The provider allowed: DENY and ALLOW decide.
+                allowed
             }
+        };
+        if !allowed {
+            tracing::info!(
+                target: "trellis::authz",
+                listener = %conn.listener,
+                peer = %conn.peer_addr,
+                principal = ?conn.peer_identity,
+                request_principal = ?req.request_principal,
+                "{} {} {}: {text}",
+                parts.method,
+                req.path,
+                authority
+            );
+            log.flags.set(Flag::RBAC);
+            log.authz = Some(text);
+            return finish(
+                error::local_reply(RBAC_DENIED_STATUS, RBAC_DENIED_BODY, grpc),
+                None,
+                log,
+            );
+        }
+        tracing::debug!(target: "trellis::authz", listener = %conn.listener, "{} {}: {decision}", parts.method, req.path);
+        if !text.is_empty() {
+            log.authz = Some(text);
+        }
+        for (k, v) in ext_upstream_headers {
+            parts.headers.insert(k, v);
         }
     }
 

@@ -361,3 +361,44 @@ async fn bad_requests_are_refused_and_the_proxy_keeps_serving() {
     assert_eq!(status(&out), "400", "{out}");
     assert_eq!(get(p.addr, "a", "/fine", &[]).await.status, 200);
 }
+
+/// The head goes upstream before the body is read: a chunked body the client botches fails
+/// the upstream attempt, and that is the client's error (400, DPE, connection closed), not an
+/// upstream reset (503).
+#[tokio::test]
+async fn a_malformed_request_body_is_400_not_503() {
+    let up = Upstream::echo("up").await;
+    let cfg = Builder::new()
+        .vhost(&["*"], vec![route("all", vec![], to("up"))])
+        .simple("up", &[up.addr])
+        .build();
+    let p = Proxy::start(cfg).await;
+    let t = Duration::from_secs(5);
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "chunk size overflow",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "chunk size not hex",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "chunk longer than its size",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let out = raw(p.addr, bytes, t).await;
+        assert!(out.starts_with("HTTP/1.1 400 "), "{name}: {out:?}");
+        assert!(out.ends_with("Bad Request"), "{name}: {out:?}");
+        assert!(
+            out.to_lowercase().contains("connection: close"),
+            "{name}: {out:?}"
+        );
+        assert!(!out.contains("upstream connect error"), "{name}: {out:?}");
+    }
+    // The upstream never got a whole request, and the proxy keeps serving.
+    assert!(up.seen.lock().unwrap().iter().all(|s| s.body.is_empty()));
+    assert_eq!(get(p.addr, "a", "/fine", &[]).await.status, 200);
+}

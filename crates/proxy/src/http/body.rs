@@ -3,13 +3,16 @@
 //! - [`Body`]: the one boxed body type sent upstream and downstream.
 //! - [`TeeBody`]: streams the downstream request body upstream while keeping a copy of up to
 //!   [`REPLAY_LIMIT`] bytes, so a retry or a mirror can replay it. Larger bodies stream without
-//!   a copy (and so without retries).
+//!   a copy (and so without retries). It also records when reading the downstream body failed
+//!   ([`Recording::downstream_error`]: malformed chunked framing, a client gone mid-body), so
+//!   the failed upstream attempt that follows is answered as the client's error (400, `DPE`),
+//!   not as an upstream reset (503).
 //! - [`ResponseBody`]: the upstream response on its way down; when it ends it returns the
 //!   HTTP/1.1 connection to the pool and writes the access log line.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -62,6 +65,8 @@ pub struct Recording {
     state: watch::Sender<RecordState>,
     /// Request bytes received from downstream (access log).
     pub bytes_in: AtomicU64,
+    /// Why reading the downstream body failed, when it did.
+    downstream_error: OnceLock<String>,
 }
 
 impl Recording {
@@ -71,6 +76,7 @@ impl Recording {
             data: Mutex::new(BytesMut::new()),
             state: watch::Sender::new(RecordState::Complete),
             bytes_in: AtomicU64::new(0),
+            downstream_error: OnceLock::new(),
         })
     }
 
@@ -79,7 +85,16 @@ impl Recording {
             data: Mutex::new(BytesMut::new()),
             state: watch::Sender::new(RecordState::Pending),
             bytes_in: AtomicU64::new(0),
+            downstream_error: OnceLock::new(),
         })
+    }
+
+    /// Why reading the downstream request body failed (hyper's body error: malformed
+    /// framing such as an overflowing chunk size, or the client gone mid-body), if it did.
+    /// Set before the error reaches the upstream connection, so an attempt that fails
+    /// because of it can tell.
+    pub fn downstream_error(&self) -> Option<&str> {
+        self.downstream_error.get().map(String::as_str)
     }
 
     pub fn state(&self) -> RecordState {
@@ -191,8 +206,10 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.rec.downstream_error.get_or_init(|| e.to_string());
                 this.rec.mark(RecordState::Unavailable);
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.rec.mark(RecordState::Complete);
@@ -315,4 +332,36 @@ pub fn header_map_is_grpc(h: &HeaderMap) -> bool {
     h.get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_downstream_body_is_recorded() {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"hello"))),
+            Err("invalid chunk size line".into()),
+        ];
+        let inner = http_body_util::StreamBody::new(tokio_stream::iter(chunks));
+        let (tee, rec) = TeeBody::new(inner);
+        assert_eq!(rec.downstream_error(), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt.block_on(tee.collect()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid chunk size line");
+        assert_eq!(rec.downstream_error(), Some("invalid chunk size line"));
+        assert_eq!(rec.state(), RecordState::Unavailable);
+        assert_eq!(rec.bytes_in.load(Ordering::Relaxed), 5);
+
+        let (tee, rec) = TeeBody::new(Full::new(Bytes::from_static(b"ok")));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(&rt.block_on(tee.collect()).unwrap().to_bytes()[..], b"ok");
+        assert_eq!(rec.downstream_error(), None);
+        assert_eq!(rec.state(), RecordState::Complete);
+    }
 }

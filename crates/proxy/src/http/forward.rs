@@ -10,6 +10,13 @@
 //! 5. the response: hop-by-hop headers out, destination response header ops,
 //!    `x-envoy-upstream-service-time`.
 //!
+//! The head goes upstream before the body is read, so a request body the client botches
+//! (an overflowing chunk size, bad chunk framing, the client gone mid-body) first shows up as
+//! a failed upstream attempt. [`TeeBody`] records the downstream error; an attempt that
+//! fails once it is recorded is the client's fault: 400 `Bad Request` with `DPE` (Envoy's
+//! codec error), `connection: close`, no retry and no outlier penalty for the host, never
+//! the 503 "upstream connect error ... connection termination" of an upstream reset.
+//!
 //! WebSocket (HTTP/1.1 Upgrade) is tunnelled: after the upstream's 101 both upgraded
 //! connections are spliced.
 
@@ -104,7 +111,21 @@ impl LocalFailure {
             r.headers_mut()
                 .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
         }
+        if self.flag == Flag::DPE {
+            // The request's framing is broken: nothing after it on the connection is trusted.
+            r.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
+    }
+
+    /// The downstream request body failed (see the module documentation).
+    fn downstream_body() -> LocalFailure {
+        LocalFailure {
+            status: 400,
+            message: "Bad Request",
+            flag: Flag::DPE,
+        }
     }
 }
 
@@ -483,6 +504,15 @@ async fn run_attempts(
                 drop((resp, slot));
             }
             Err(e) => {
+                // The client's body broke the attempt: its error, not the host's.
+                if let Some(why) = rec.downstream_error() {
+                    tracing::debug!(
+                        cluster = %cluster.config.name,
+                        endpoint = %host.addr,
+                        "request body from downstream failed: {why}; 400 DPE"
+                    );
+                    return Err(LocalFailure::downstream_body());
+                }
                 let failure = match &e {
                     AttemptError::Connect(err) => {
                         tracing::debug!(cluster = %cluster.config.name, endpoint = %host.addr, "{err}");

@@ -492,9 +492,10 @@ pub enum AuthorityError {
 ///   a value get read separately); `[ ]` outside a literal.
 /// * **port**: optional; when the `:` is there it is followed by 1-5 digits, at most 65535
 ///   (RFC 3986 allows an empty port; Trellis refuses it, one spelling per authority).
-/// * The host may not be empty when a port is given (`:80`). An authority that is entirely
-///   empty (`Host:` with no value) is accepted: RFC 9112 §3.2 has clients send exactly that
-///   for a target URI without an authority; it matches no host pattern.
+/// * The host may not be empty or only dots (`:80`, `.`; without its trailing dots the host
+///   would be empty, and [`normalize_authority`]'s form must stay valid). An authority that
+///   is entirely empty (`Host:` with no value) is accepted: RFC 9112 §3.2 has clients send
+///   exactly that for a target URI without an authority; it matches no host pattern.
 pub fn validate_authority(authority: &str) -> Result<(), AuthorityError> {
     if authority.is_empty() {
         return Ok(());
@@ -527,7 +528,8 @@ pub fn validate_authority(authority: &str) -> Result<(), AuthorityError> {
             None => (authority, None),
         }
     };
-    if host.is_empty() {
+    // `.` or `...` is no host: without its trailing dots it is empty.
+    if host.trim_end_matches('.').is_empty() {
         return Err(AuthorityError::EmptyHost);
     }
     if !host.starts_with('[') {
@@ -703,6 +705,35 @@ mod tests {
         ));
     }
 
+    /// What routing and authorization rely on: every authority `validate_authority` accepts
+    /// normalizes to a lower-case, still valid fixed point (all strings up to 5 characters
+    /// over an alphabet of the interesting ones).
+    #[test]
+    fn normal_form_of_a_valid_authority_is_a_valid_fixed_point() {
+        const ALPHABET: &[char] = &['a', 'B', '.', ':', '1', '[', ']', '@', ' ', 'f'];
+        let mut current = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::with_capacity(current.len() * ALPHABET.len());
+            for s in &current {
+                for &c in ALPHABET {
+                    let mut t = s.clone();
+                    t.push(c);
+                    next.push(t);
+                }
+            }
+            for a in &next {
+                if validate_authority(a).is_err() {
+                    continue;
+                }
+                let n = normalize_authority(a);
+                assert!(!n.bytes().any(|b| b.is_ascii_uppercase()), "{a:?} -> {n:?}");
+                assert_eq!(validate_authority(&n), Ok(()), "{a:?} -> {n:?}");
+                assert_eq!(normalize_authority(&n), n, "{a:?}");
+            }
+            current = next;
+        }
+    }
+
     #[test]
     fn authority_validation() {
         for ok in [
@@ -752,6 +783,8 @@ mod tests {
             ("adm\u{ed}n.example.com", InvalidHostChar('\u{ed}')),
             (":80", EmptyHost),
             (":", EmptyHost),
+            (".", EmptyHost),
+            ("..:80", EmptyHost),
             ("[::1", InvalidIpLiteral),
             ("[admin.example.com]", InvalidIpLiteral),
             ("[fe80::1%25eth0]", InvalidIpLiteral),

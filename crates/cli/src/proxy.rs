@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{fmt, reload, Layer as _};
@@ -173,13 +173,24 @@ fn parse_remap(spec: &str, bind_ip: Option<IpAddr>) -> anyhow::Result<(u16, Sock
     Ok((port, addr))
 }
 
-/// Where access log lines go; switchable once the mesh config is known.
+/// Where access log lines go; switchable once the mesh config is known. Until a sink is set,
+/// access events are disabled at the filter, so requests pay nothing for formatting lines
+/// that would be thrown away.
 #[derive(Clone, Default)]
-struct AccessSink(Arc<Mutex<Option<Box<dyn Write + Send>>>>);
+struct AccessSink(
+    Arc<Mutex<Option<Box<dyn Write + Send>>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl AccessSink {
     fn set(&self, w: Box<dyn Write + Send>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        self.1.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether access lines go anywhere.
+    fn enabled(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
     }
     fn is_set(&self) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
@@ -233,12 +244,16 @@ fn init_logging(level: &str, access: AccessSink) -> anyhow::Result<LogControl> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter);
+    let on = access.clone();
     let access_layer = fmt::layer()
         .with_ansi(false)
         .with_target(false)
         .with_level(false)
         .with_writer(move || access.clone())
-        .with_filter(Targets::new().with_target("access", tracing::Level::INFO));
+        // Dynamic (checked per event, not cached per callsite): off until a sink is set.
+        .with_filter(tracing_subscriber::filter::filter_fn(move |m| {
+            m.target() == "access" && *m.level() <= tracing::Level::INFO && on.enabled()
+        }));
     tracing_subscriber::registry()
         .with(main)
         .with(access_layer)

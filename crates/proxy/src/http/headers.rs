@@ -150,29 +150,60 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let v = HeaderValue::from_str(&uuid_v4()).expect("uuid is a valid header value");
+    let v = HeaderValue::from_bytes(&uuid_v4_bytes()).expect("uuid is a valid header value");
     headers.insert("x-request-id", v.clone());
     v
 }
 
-pub fn uuid_v4() -> String {
+/// A random (version 4) UUID, lowercase hex with dashes, as Envoy generates `x-request-id`.
+/// Written into a stack buffer: no allocation.
+pub fn uuid_v4_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    let mut out = [b'-'; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            o += 1; // the dash already there
+        }
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0x0f)];
+        o += 2;
+    }
+    out
+}
+
+pub fn uuid_v4() -> String {
+    String::from_utf8_lossy(&uuid_v4_bytes()).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let a = uuid_v4();
+        let b = uuid_v4();
+        assert_ne!(a, b);
+        for u in [a, b] {
+            let parts: Vec<&str> = u.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{u}"
+            );
+            assert!(
+                u.bytes()
+                    .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{u}"
+            );
+            assert_eq!(&parts[2][..1], "4", "{u}");
+            assert!("89ab".contains(&parts[3][..1]), "{u}");
+        }
+    }
 
     #[test]
     fn ops_order_remove_set_add() {

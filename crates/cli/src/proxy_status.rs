@@ -32,29 +32,33 @@ pub struct ProxyStatusArgs {
 
 /// Reads the status from a control plane's gRPC `GetStatus`.
 pub(crate) fn fetch_status(addr: &str) -> anyhow::Result<ControlPlaneStatus> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(fetch_status_async(addr))
+}
+
+/// [`fetch_status`] within a runtime.
+pub(crate) async fn fetch_status_async(addr: &str) -> anyhow::Result<ControlPlaneStatus> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let json = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(uri.clone())
-            .map_err(|e| anyhow!("invalid control plane address {addr:?}: {e}"))?
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .connect()
-            .await
-            .map_err(|e| anyhow!("cannot reach the control plane at {addr}: {e}"))?;
-        let mut c = MeshConfigClient::new(channel);
-        let r = c
-            .get_status(StatusRequest {})
-            .await
-            .map_err(|s| anyhow!("control plane at {addr}: {}", s.message()))?;
-        Ok::<_, anyhow::Error>(r.into_inner().json)
-    })?;
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| anyhow!("invalid control plane address {addr:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot reach the control plane at {addr}: {e}"))?;
+    let mut c = MeshConfigClient::new(channel);
+    let json = c
+        .get_status(StatusRequest {})
+        .await
+        .map_err(|s| anyhow!("control plane at {addr}: {}", s.message()))?
+        .into_inner()
+        .json;
     serde_json::from_str(&json).context("unreadable status from the control plane")
 }
 

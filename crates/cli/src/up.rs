@@ -1600,6 +1600,14 @@ async fn reload(
             ));
         }
     }
+    // The control plane's snapshot version before the change (to see it take it).
+    let cp_version = match running.control_plane {
+        Some(cp) => crate::proxy_status::fetch_status_async(&cp.to_string())
+            .await
+            .ok()
+            .map(|s| s.snapshot_version),
+        None => None,
+    };
     // What each proxy did with the change, from its log: applied, unchanged or rejected.
     let before: Vec<(usize, u64)> = running
         .procs
@@ -1621,13 +1629,30 @@ async fn reload(
         }
     }
     *current = next;
-    // A controlled proxy whose config does not change hears nothing: do not wait long for it.
-    let deadline = Instant::now()
-        + if running.control_plane.is_some() {
-            Duration::from_millis(1500)
-        } else {
-            Duration::from_secs(5)
-        };
+    let mut deadline = Instant::now() + Duration::from_secs(5);
+    // A controlled proxy whose config does not change hears nothing: once the control plane
+    // has the new snapshot and every proxy has ACKed (or NACKed) what it was sent, the
+    // proxies that did not log a reload (give their log lines a moment) are unchanged.
+    if let (Some(cp), Some(v0)) = (running.control_plane, cp_version) {
+        let addr = cp.to_string();
+        while Instant::now() < deadline {
+            if let Ok(st) = crate::proxy_status::fetch_status_async(&addr).await {
+                let settled = st.proxies.iter().all(|p| {
+                    p.types.iter().all(|t| {
+                        matches!(
+                            t.state,
+                            trellis_control::SyncState::Synced | trellis_control::SyncState::Nacked
+                        )
+                    })
+                });
+                if st.snapshot_version > v0 && settled {
+                    deadline = Instant::now() + Duration::from_millis(300);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let mut applied = Vec::new();
     let mut unchanged = Vec::new();
     let mut rejected = Vec::new();

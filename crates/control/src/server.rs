@@ -3,10 +3,15 @@
 //! A connection task follows the published snapshots: on connect it sends a full snapshot of
 //! each type (chunked, `more` set on all but the last message), then, for every new snapshot,
 //! only what changed *for this proxy* (the snapshot's change list filtered by the proxy's
-//! scope; a full diff against what it was sent when its scope changed or it skipped versions).
+//! scope; a full diff against what it holds when its scope changed or it skipped versions).
 //! An endpoint-only change therefore produces an ENDPOINTS update and nothing else.
+//!
+//! What a proxy holds is known without per-proxy bookkeeping: the snapshot of its last push
+//! (shared by every proxy at that version) filtered by the scope of then. Updates are built
+//! chunk by chunk as the stream takes them, in messages of at most `CHUNK_BYTES` of resources,
+//! so a thousand proxies syncing at once do not each hold a copy of their config
+//! (`examples/scale.rs` measures this).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +31,16 @@ use crate::mtls::{peer_is_workload, MeshPeer};
 use crate::scope::{find_workload, Scope};
 use crate::snapshot::{Entry, Snapshot};
 use crate::source::unix_now;
-use crate::status::{PendingChange, ProxyStatus};
+use crate::status::{PendingChange, ProxyStatus, MAX_PENDING_CHANGES};
 
-/// Resources per message of a large update.
+/// Most resources per message of a large update.
 const CHUNK: usize = 1000;
+/// A message of a large update ends once its resources' JSON reaches this size. The gRPC
+/// encoder keeps a buffer as large as the largest message it sent for the life of the stream,
+/// so large messages cost memory per connected proxy.
+const CHUNK_BYTES: usize = 32 * 1024;
+/// Updates queued per stream ahead of the encoder (built as they are queued).
+const STREAM_QUEUE: usize = 4;
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,7 +107,7 @@ impl trellis_protocol::MeshConfig for Service {
                 }
             }
         }
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let conn = Conn::new(self.core.clone(), hello, peer, tx);
         tokio::spawn(conn.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -211,11 +222,13 @@ struct Conn {
     core: Arc<Core>,
     id: u64,
     hello: Hello,
-    /// What the proxy holds, per type: id -> content hash.
-    sent: [HashMap<String, u64>; 2],
+    /// What the proxy holds: every entry of this snapshot (the one of its last push) that
+    /// this scope admits. Shared with every proxy at the same version: a connection keeps no
+    /// per-resource state.
+    held: Option<(Arc<Snapshot>, Scope)>,
+    /// Resources it holds, per type.
+    held_count: [usize; 2],
     sent_mesh: Option<u64>,
-    scope: Option<Scope>,
-    last_version: u64,
     tx: mpsc::Sender<Result<ControlMessage, Status>>,
 }
 
@@ -230,7 +243,8 @@ fn slot(ty: ConfigType) -> usize {
 struct Planned {
     ty: ConfigType,
     full: bool,
-    added: Vec<Arc<Entry>>,
+    /// With whether the proxy held an older version of it.
+    added: Vec<(Arc<Entry>, bool)>,
     removed: Vec<String>,
     mesh: Option<String>,
 }
@@ -278,10 +292,9 @@ impl Conn {
             core,
             id,
             hello,
-            sent: Default::default(),
+            held: None,
+            held_count: [0; 2],
             sent_mesh: None,
-            scope: None,
-            last_version: 0,
             tx,
         }
     }
@@ -366,6 +379,11 @@ impl Conn {
     }
 
     /// Sends what `snap` changes for this proxy. False when the stream is gone.
+    ///
+    /// What the proxy holds is `held`: the entries of the snapshot of its last push that the
+    /// scope of then admits. The delta is taken between that and `snap` under the new scope:
+    /// over the snapshot's change list when nothing else can differ (same scope, no version
+    /// skipped), else over every id of both snapshots.
     async fn push(&mut self, snap: &Arc<Snapshot>) -> bool {
         if snap.version == 0 {
             return true; // nothing accepted yet
@@ -375,46 +393,45 @@ impl Conn {
             &self.hello.workload_namespace,
             &self.hello.workload_name,
         );
-        let first = self.last_version == 0;
-        let incremental = !first
-            && self.scope.as_ref() == Some(&scope)
-            && snap.changes.from_version == self.last_version;
+        let prev = self.held.take();
+        let first = prev.is_none();
         let mut plans = Vec::new();
         for ty in ConfigType::ALL {
-            let sent = &self.sent[slot(ty)];
-            let (added, removed) = if incremental {
-                let mut added = Vec::new();
-                let mut removed = Vec::new();
-                for id in snap.changes.of(ty) {
-                    let e = snap.entries.get(id).filter(|e| scope.admits(e));
-                    match (e, sent.get(id)) {
-                        (Some(e), Some(h)) if *h == e.hash => {}
-                        (Some(e), _) => added.push(e.clone()),
-                        (None, Some(_)) => removed.push(id.clone()),
-                        (None, None) => {}
+            let mut added: Vec<(Arc<Entry>, bool)> = Vec::new();
+            let mut removed: Vec<String> = Vec::new();
+            match &prev {
+                None => added.extend(
+                    snap.entries
+                        .values()
+                        .filter(|e| e.ty == ty && scope.admits(e))
+                        .map(|e| (e.clone(), false)),
+                ),
+                Some((old, old_scope)) => {
+                    let mut diff = |id: &String| {
+                        let held = old
+                            .entries
+                            .get(id)
+                            .filter(|e| e.ty == ty && old_scope.admits(e));
+                        let now = snap
+                            .entries
+                            .get(id)
+                            .filter(|e| e.ty == ty && scope.admits(e));
+                        match (held, now) {
+                            (Some(h), Some(n)) if h.hash == n.hash => {}
+                            (h, Some(n)) => added.push((n.clone(), h.is_some())),
+                            (Some(_), None) => removed.push(id.clone()),
+                            (None, None) => {}
+                        }
+                    };
+                    if *old_scope == scope && snap.changes.from_version == old.version {
+                        snap.changes.of(ty).iter().for_each(&mut diff);
+                    } else if *old_scope != scope || !Arc::ptr_eq(old, snap) {
+                        let ids: std::collections::BTreeSet<&String> =
+                            old.entries.keys().chain(snap.entries.keys()).collect();
+                        ids.into_iter().for_each(&mut diff);
                     }
                 }
-                (added, removed)
-            } else {
-                let visible: Vec<&Arc<Entry>> = snap
-                    .entries
-                    .values()
-                    .filter(|e| e.ty == ty && scope.admits(e))
-                    .collect();
-                let added = visible
-                    .iter()
-                    .filter(|e| first || sent.get(&e.id) != Some(&e.hash))
-                    .map(|e| (*e).clone())
-                    .collect();
-                let keep: std::collections::HashSet<&str> =
-                    visible.iter().map(|e| e.id.as_str()).collect();
-                let removed = sent
-                    .keys()
-                    .filter(|k| !keep.contains(k.as_str()))
-                    .cloned()
-                    .collect();
-                (added, removed)
-            };
+            }
             let mesh = (ty == ConfigType::Resources && self.sent_mesh != Some(snap.mesh_hash))
                 .then(|| snap.mesh_json.to_string());
             if first || !added.is_empty() || !removed.is_empty() || mesh.is_some() {
@@ -427,106 +444,110 @@ impl Conn {
                 });
             }
         }
-        self.scope = Some(scope);
-        self.last_version = snap.version;
+        drop(prev);
+        let (found, is_gateway) = (scope.found, scope.is_gateway);
+        self.held = Some((snap.clone(), scope));
         if plans.is_empty() {
             return true;
         }
         let version = snap.version.to_string();
-        let mut messages = Vec::new();
         let mut tracked = Vec::new();
-        for p in plans {
-            let sent = &mut self.sent[slot(p.ty)];
+        for p in &plans {
+            let count = &mut self.held_count[slot(p.ty)];
             if p.full {
-                sent.clear();
+                *count = 0;
             }
-            let mut changes = Vec::with_capacity(p.added.len() + p.removed.len());
-            for e in &p.added {
-                let change = if sent.insert(e.id.clone(), e.hash).is_some() {
-                    "updated"
-                } else {
-                    "added"
-                };
-                changes.push(PendingChange {
+            let new = p.added.iter().filter(|(_, updated)| !updated).count();
+            *count = (*count + new).saturating_sub(p.removed.len());
+            // Only what status keeps is described.
+            let changes: Vec<PendingChange> = p
+                .added
+                .iter()
+                .map(|(e, updated)| PendingChange {
                     version: version.clone(),
-                    change: change.into(),
+                    change: if *updated { "updated" } else { "added" }.into(),
                     resource: key_display(&e.id),
                     location: format!("{}:{}", e.wire.file, e.wire.line),
-                });
-            }
-            for id in &p.removed {
-                sent.remove(id);
-                changes.push(PendingChange {
+                })
+                .chain(p.removed.iter().map(|id| PendingChange {
                     version: version.clone(),
                     change: "removed".into(),
                     resource: key_display(id),
                     location: String::new(),
-                });
-            }
+                }))
+                .take(MAX_PENDING_CHANGES)
+                .collect();
             let metrics = &self.core.metrics;
             metrics.pushes.get_or_create(&label(p.ty)).inc();
             metrics
                 .push_resources
                 .get_or_create(&label(p.ty))
                 .inc_by(p.added.len() as u64);
-            tracked.push((p.ty, sent.len(), changes));
+            tracked.push((p.ty, *count, changes));
             if p.mesh.is_some() {
                 self.sent_mesh = Some(snap.mesh_hash);
             }
-            let removed: Vec<ResourceKey> = p
-                .removed
-                .iter()
-                .filter_map(|id| ResourceKey::from_id(id))
-                .collect();
-            let mut chunks = p.added.chunks(CHUNK).peekable();
-            let mut first_chunk = true;
-            loop {
-                let chunk = chunks.next().unwrap_or(&[]);
-                let last = chunks.peek().is_none();
-                messages.push(Update {
-                    r#type: p.ty as i32,
-                    version: version.clone(),
-                    full: p.full && first_chunk,
-                    resources: chunk
-                        .iter()
-                        .map(|e| e.wire.clone())
-                        .collect::<Vec<v1::Resource>>(),
-                    removed: if last { removed.clone() } else { Vec::new() },
-                    more: true,
-                    mesh_config: if first_chunk { p.mesh.clone() } else { None },
-                    control_plane_id: self.core.id.clone(),
-                });
-                first_chunk = false;
-                if last {
-                    break;
-                }
-            }
-        }
-        if let Some(m) = messages.last_mut() {
-            m.more = false;
         }
         {
             let mut conns = self.core.conns.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(state) = conns.get_mut(&self.id) {
-                if let Some(s) = &self.scope {
-                    state.status.proxy_kind = match (s.found, s.is_gateway) {
-                        (false, _) => "unknown",
-                        (true, true) => "gateway",
-                        (true, false) => "sidecar",
-                    }
-                    .into();
+                state.status.proxy_kind = match (found, is_gateway) {
+                    (false, _) => "unknown",
+                    (true, true) => "gateway",
+                    (true, false) => "sidecar",
                 }
+                .into();
                 for (ty, n, changes) in tracked {
                     state.types[slot(ty)].sent(snap.version, n, changes);
                 }
             }
         }
-        for m in messages {
-            let msg = ControlMessage {
-                msg: Some(control_message::Msg::Update(m)),
-            };
-            if self.tx.send(Ok(msg)).await.is_err() {
-                return false;
+        // Messages are built as they are sent: a full push never sits in memory whole.
+        let plan_count = plans.len();
+        for (i, mut p) in plans.into_iter().enumerate() {
+            let mut removed: Vec<ResourceKey> = p
+                .removed
+                .iter()
+                .filter_map(|id| ResourceKey::from_id(id))
+                .collect();
+            let mut start = 0;
+            loop {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < p.added.len()
+                    && (end == start || (end - start < CHUNK && bytes < CHUNK_BYTES))
+                {
+                    bytes += p.added[end].0.wire.json.len();
+                    end += 1;
+                }
+                let last = end >= p.added.len();
+                let update = Update {
+                    r#type: p.ty as i32,
+                    version: version.clone(),
+                    full: p.full && start == 0,
+                    resources: p.added[start..end]
+                        .iter()
+                        .map(|(e, _)| e.wire.clone())
+                        .collect::<Vec<v1::Resource>>(),
+                    removed: if last {
+                        std::mem::take(&mut removed)
+                    } else {
+                        Vec::new()
+                    },
+                    more: !(last && i + 1 == plan_count),
+                    mesh_config: if start == 0 { p.mesh.take() } else { None },
+                    control_plane_id: self.core.id.clone(),
+                };
+                let msg = ControlMessage {
+                    msg: Some(control_message::Msg::Update(update)),
+                };
+                if self.tx.send(Ok(msg)).await.is_err() {
+                    return false;
+                }
+                if last {
+                    break;
+                }
+                start = end;
             }
         }
         true

@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use trellis_api::source::SpanMap;
 use trellis_api::{MeshConfig, Object, Resource};
 use trellis_model::registry::{CLUSTER_DOMAIN, EXPORT_TO_ANNOTATION};
 use trellis_protocol::{config_type_of, resource_id, to_wire, v1, ConfigType};
@@ -23,6 +24,8 @@ pub struct Entry {
     /// `Kind/namespace/name`.
     pub id: String,
     pub ty: ConfigType,
+    /// The parsed resource, without its document (`raw`: it is `wire.json`) and field
+    /// locations (`origin.spans`: empty), which the snapshot does not need.
     pub resource: Resource,
     pub wire: v1::Resource,
     /// Hash of the content (the JSON), not of the location: moving a document in its file
@@ -176,7 +179,7 @@ impl Snapshot {
                     vis: visibility(&r, &mesh),
                     ty: config_type_of(r.kind),
                     id: id.clone(),
-                    resource: r,
+                    resource: slim(r),
                     wire,
                     hash,
                 }),
@@ -219,6 +222,15 @@ impl Snapshot {
     pub fn count(&self, ty: ConfigType) -> usize {
         self.entries.values().filter(|e| e.ty == ty).count()
     }
+}
+
+/// What an entry keeps of a resource once its wire form is made: the document itself
+/// (`raw`) travels as `wire.json`, and field locations (`origin.spans`) only serve validation,
+/// which is done. Together they are most of a parsed resource's memory.
+fn slim(mut r: Resource) -> Resource {
+    r.raw = serde_json::Value::Null;
+    r.origin.spans = Arc::new(SpanMap::new(r.origin.location.file.clone()));
+    r
 }
 
 fn push_change(c: &mut Changes, ty: ConfigType, id: &str) {

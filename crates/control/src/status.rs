@@ -125,7 +125,7 @@ pub(crate) struct TypeTrack {
 /// Most unconfirmed updates kept for display per type.
 const MAX_PENDING_UPDATES: usize = 16;
 /// Most changes listed per unconfirmed update.
-const MAX_PENDING_CHANGES: usize = 200;
+pub(crate) const MAX_PENDING_CHANGES: usize = 200;
 
 impl TypeTrack {
     pub fn state(&self) -> SyncState {

@@ -235,7 +235,9 @@ fn init_logging(level: &str, access: AccessSink) -> anyhow::Result<LogControl> {
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     let make = |directives: &str| -> Result<EnvFilter, String> {
         EnvFilter::builder()
-            .parse(format!("{directives},access=off"))
+            // rustls warns on every client that sends an IP address as SNI (curl, wrk with
+            // https://127.0.0.1): noise any client can trigger. RUST_LOG=rustls=warn restores it.
+            .parse(format!("rustls=error,{directives},access=off"))
             .map_err(|e| format!("invalid log filter {directives:?}: {e}"))
     };
     let filter = make(&base).map_err(|e| anyhow!(e))?;

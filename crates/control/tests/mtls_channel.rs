@@ -62,6 +62,11 @@ async fn proxies_move_to_mtls_and_may_only_speak_for_themselves() {
         start_proxy(
             over_mtls,
             RuntimeOptions {
+                // Ephemeral ports: other tests run proxies in parallel.
+                listen_remap: [15001, 15006, 8080]
+                    .into_iter()
+                    .map(|p| (p, "127.0.0.1:0".parse().unwrap()))
+                    .collect(),
                 admin: None,
                 status: None,
                 ..RuntimeOptions::default()
@@ -117,6 +122,10 @@ async fn proxies_move_to_mtls_and_may_only_speak_for_themselves() {
                 ..ControlClientOptions::new("127.0.0.1:1", "istio-system", "ingress")
             },
             RuntimeOptions {
+                listen_remap: [80]
+                    .into_iter()
+                    .map(|p| (p, "127.0.0.1:0".parse().unwrap()))
+                    .collect(),
                 admin: None,
                 status: None,
                 ..RuntimeOptions::default()

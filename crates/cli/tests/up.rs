@@ -470,10 +470,31 @@ fn up_runs_the_alphintra_mesh_and_stops_cleanly() {
     let token = login(gw);
     let bearer = format!("Bearer {token}");
 
-    // Anonymous API call: denied by the gateway's AuthorizationPolicy once the proxy enforces it.
+    // Anonymous API call: denied by the gateway's AuthorizationPolicy; the gateway's access log
+    // line names the policy.
+    let before = up.line_count();
     let (status, body) = request(gw, "GET", "/api/orders", &[], "").unwrap();
     {
         assert_eq!(status, 403, "{body}");
+        assert!(
+            up.wait_for_line(
+                "denied: no ALLOW policy matched",
+                before,
+                Duration::from_secs(5)
+            ),
+            "the gateway's log does not say why:\n{}",
+            up.output()
+        );
+        let lines = up.lines.lock().unwrap().clone();
+        let why = lines
+            .iter()
+            .skip(before)
+            .find(|l| l.contains("denied: no ALLOW policy matched"))
+            .unwrap();
+        assert!(
+            why.contains("istio-system/gateway-authz") && why.contains("/api/orders"),
+            "the log line names the request and the policy: {why}"
+        );
         let (status, _) = request(
             gw,
             "GET",

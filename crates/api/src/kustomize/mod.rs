@@ -33,10 +33,12 @@ mod selector;
 mod styles;
 mod transform;
 mod util;
+mod watch_paths;
 
 use std::path::{Path, PathBuf};
 
 pub use error::KustomizeError;
+pub use watch_paths::watch_paths;
 
 use crate::yaml::Document;
 

@@ -460,9 +460,19 @@ impl HostPat {
         } else {
             text.matches(':').count() == 1
         };
+        // Trailing dots are not part of the name (`example.com.` is `example.com`), with or
+        // without a port: requests are matched with theirs removed.
+        let undot = |t: &str| -> String {
+            match t.rsplit_once(':') {
+                Some((host, port)) if with_port => {
+                    format!("{}:{port}", host.trim_end_matches('.'))
+                }
+                _ => t.trim_end_matches('.').to_string(),
+            }
+        };
         let pat = match pat {
-            StrPat::Exact(t) if !with_port => StrPat::Exact(t.trim_end_matches('.').into()),
-            StrPat::Suffix(t) if !with_port => StrPat::Suffix(t.trim_end_matches('.').into()),
+            StrPat::Exact(t) => StrPat::Exact(undot(&t).into()),
+            StrPat::Suffix(t) => StrPat::Suffix(undot(&t).into()),
             p => p,
         };
         HostPat { pat, with_port }
@@ -1512,11 +1522,14 @@ impl<'a> RuleBuilder<'a> {
     }
 
     fn invalid(&mut self, field: &str, why: String) {
+        // An invalid value drops an ALLOW rule on both passes (never widens it on TCP).
+        if self.action == Action::Allow {
+            self.dropped = true;
+        }
         if self.for_tcp {
             return; // reported once, from the HTTP pass
         }
         let consequence = if self.action == Action::Allow {
-            self.dropped = true;
             "the rule is dropped"
         } else {
             "the value is ignored"
@@ -1854,6 +1867,12 @@ mod tests {
         assert!(h("*").matches(""));
         assert!(h("[::1]:80").matches("[::1]:80"));
         assert!(h("[::1]").matches("[::1]:80"));
+        // A trailing dot before a port is not part of the name either (found by fuzzing: the
+        // pattern used to match nothing, so a DENY with it denied nothing).
+        assert!(h("admin.example.com.:8443").matches("admin.example.com.:8443"));
+        assert!(h("admin.example.com.:8443").matches("ADMIN.example.com:8443"));
+        assert!(!h("admin.example.com.:8443").matches("admin.example.com:443"));
+        assert!(h("*.example.com.:443").matches("a.example.com:443"));
     }
 
     #[test]

@@ -255,6 +255,39 @@ fn no_policies_allows_everything() {
     assert!(p.evaluate(&AuthzRequest::tcp(&h)).allowed);
 }
 
+/// An ALLOW rule with an invalid value is dropped on TCP as on HTTP: it never becomes a wider
+/// rule (found by fuzzing: the TCP pass removed the bad value and kept the rule).
+#[test]
+fn invalid_values_drop_allow_rules_on_tcp_too() {
+    for (field, rule) in [
+        (
+            "ipBlocks",
+            "- from: [{source: {ipBlocks: [\"10.0.0.1/33\"]}}]",
+        ),
+        ("when", "- when: [{key: source.namespce, values: [foo]}]"),
+    ] {
+        let rs = load(&format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-admin-net, namespace: foo}}
+spec:
+  action: ALLOW
+  rules:
+  {rule}
+"
+        ));
+        let p = AuthzPolicies::compile(&rs, "foo", &BTreeMap::new(), ROOT);
+        let h = HeaderMap::new();
+        let mut tcp = AuthzRequest::tcp(&h);
+        tcp.source_ip = Some("192.168.7.7".parse().unwrap());
+        let d = p.evaluate(&tcp);
+        assert!(!d.allowed, "{field}: TCP allowed by a dropped rule: {d}");
+        let mut http = AuthzRequest::http(&h, "GET", "x", "/");
+        http.source_ip = Some("192.168.7.7".parse().unwrap());
+        assert!(!p.evaluate(&http).allowed, "{field}: HTTP");
+    }
+}
+
 #[test]
 fn dry_run_reports_what_would_happen() {
     let rs = load(

@@ -24,14 +24,14 @@
 //!   first matching rule is `r`; `NoAllowPolicies` only when no enforced ALLOW policy applies;
 //!   `NoAllowMatched` lists every enforced ALLOW policy and none of them matches;
 //! - an ALLOW rule the compiler reported as dropped (invalid value, unknown `when` key) never
-//!   allows a request (HTTP; see the `// BUG:` note for TCP);
+//!   allows a request, on HTTP and TCP (a TCP fail-open this target found is fixed: 6d73aa6);
 //! - dry-run policies never decide: removing them changes neither `allowed`, nor the reason,
 //!   nor the CUSTOM check, nor the audit rule;
 //! - a path pattern the compiler accepts matches a path built from it (`{*}` -> one segment,
 //!   `{**}` -> several, `*` -> text) and a host pattern (DNS name, optional trailing dot and
 //!   port) matches the identical authority (hosts are case-, port- and
-//!   trailing-dot-insensitive; see the `// BUG:` note for patterns with a trailing dot and a
-//!   port).
+//!   trailing-dot-insensitive, also before a port: fixed in 6d73aa6 after this target found
+//!   that such patterns matched nothing).
 //!
 //! `Decision::allowed` is the local (DENY/ALLOW) verdict; a matching CUSTOM rule only adds
 //! `Decision::custom` (the provider is asked first), so the invariants hold for it unchanged.
@@ -641,17 +641,6 @@ fn check_reason(pols: &AuthzPolicies, req: &AuthzRequest<'_>, d: &Decision<'_>) 
                 .diagnostics()
                 .iter()
                 .find(|g| &g.policy == r.policy && g.rule == Some(r.rule))
-                // BUG: on TCP an ALLOW rule with an invalid value (bad CIDR/IP, bad port,
-                // unknown or `experimental.envoy.filters.*` `when` key) is NOT dropped: the
-                // TCP pass of `compile_policy` uses `RuleBuilder::new(action, true, ..)`, whose
-                // `invalid()` returns before setting `dropped` ("reported once, from the HTTP
-                // pass"), so the bad value is just filtered out and the field (or the whole
-                // `when` condition) disappears, widening the ALLOW rule. E.g. `ipBlocks:
-                // ["10.0.0.1/33"]` allows TCP connections from every address (HTTP: none).
-                // Reported (fuzz/README.md, fuzz/artifacts/authz_match/); TCP requests are
-                // skipped here so the runs cover the rest, unless
-                // TRELLIS_FUZZ_ENFORCE_KNOWN_BUGS is set. Remove this filter once fixed.
-                .filter(|_| req.is_http || enforce_known_bugs())
             {
                 panic!(
                     "ALLOW rule reported as dropped ({g}) allowed a {} request: {d}",
@@ -685,13 +674,6 @@ fn check_reason(pols: &AuthzPolicies, req: &AuthzRequest<'_>, d: &Decision<'_>) 
             assert_eq!(rule.action, Action::Custom, "{d}");
         }
     }
-}
-
-/// Set `TRELLIS_FUZZ_ENFORCE_KNOWN_BUGS` to check the invariants whose known violations
-/// (`// BUG:` notes) are otherwise skipped, e.g. to reproduce `fuzz/artifacts/authz_match/*`.
-fn enforce_known_bugs() -> bool {
-    static E: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *E.get_or_init(|| std::env::var_os("TRELLIS_FUZZ_ENFORCE_KNOWN_BUGS").is_some())
 }
 
 /// A concrete path a path pattern must match, if the pattern is one we can instantiate.
@@ -797,19 +779,6 @@ fn probe_host(pattern: &str, labels: &BTreeMap<String, String>) {
     let Some(authority) = instantiate_host(pattern) else {
         return;
     };
-    // BUG: a host pattern with both a trailing dot and a port (`example.com.:8080`) matches no
-    // authority at all, neither `example.com.:8080` nor `example.com:8080`: `HostPat::parse`
-    // trims trailing dots only from patterns without a port, while `HostPat::matches` always
-    // trims them from the request's host (`split_authority`). So `DENY hosts:
-    // [admin.example.com.:443]` denies nothing, against the documented "hosts are case- and
-    // trailing-dot-insensitive". Reported (fuzz/README.md, fuzz/artifacts/authz_match/); this
-    // one case is skipped so the runs cover every other host pattern, unless
-    // TRELLIS_FUZZ_ENFORCE_KNOWN_BUGS is set. Remove these lines once fixed.
-    if let Some((host, _port)) = pattern.rsplit_once(':') {
-        if host.ends_with('.') && !enforce_known_bugs() {
-            return;
-        }
-    }
     for action in [Action::Allow, Action::Deny] {
         let spec = AuthorizationPolicy {
             action: Some(action),

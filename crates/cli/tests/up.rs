@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,28 @@ fn example() -> PathBuf {
 }
 
 /// A loopback /16 of its own for each mesh: 127.N.0.0/16.
-fn loopback_net() -> u8 {
-    static NEXT: AtomicU8 = AtomicU8::new(0);
-    let base = 100 + (std::process::id() % 60) as u8 * 2;
-    base + NEXT.fetch_add(1, Ordering::SeqCst)
+/// A loopback /16 of its own for each mesh (127.N.0.0/16), held for the life of the returned
+/// lock: tests run as parallel processes, so the choice is coordinated through `flock`ed files
+/// (released by the kernel when a test process ends, so nothing goes stale).
+fn loopback_net() -> (u8, std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::env::temp_dir().join("trellis-up-test-nets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = 100 + (std::process::id() % 150) as u8;
+    for i in 0..150u16 {
+        let n = 100 + ((u16::from(start - 100) + i) % 150) as u8;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("net-{n}.lock")))
+            .unwrap();
+        // SAFETY: flock(2) on a descriptor this function owns; LOCK_NB never blocks.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (n, f);
+        }
+    }
+    panic!("no free loopback net for a test mesh");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -56,6 +74,8 @@ struct Up {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     _state: tempfile::TempDir,
+    /// Keeps this mesh's 127.N.0.0/16 reserved.
+    _net: std::fs::File,
     info: serde_json::Value,
     gateway: SocketAddr,
     ready_secs: f64,
@@ -64,7 +84,8 @@ struct Up {
 impl Up {
     fn start(args: &[&str]) -> Up {
         let state = tempfile::tempdir().unwrap();
-        let net = loopback_net().to_string();
+        let (net, net_lock) = loopback_net();
+        let net = net.to_string();
         let mut cmd = Command::new(trellis());
         cmd.arg("up")
             .args(args)
@@ -136,6 +157,7 @@ impl Up {
             child,
             lines,
             _state: state,
+            _net: net_lock,
             info,
             gateway,
             ready_secs,
@@ -817,7 +839,7 @@ fn a_broken_mesh_does_not_start() {
         .arg("up")
         .arg(dir.path().join("alphintra/local"))
         .args(["--state-dir", state.path().to_str().unwrap()])
-        .args(["--loopback-net", &loopback_net().to_string()])
+        .args(["--loopback-net", &loopback_net().0.to_string()])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -41,25 +41,44 @@ pub(crate) fn fetch_status(addr: &str) -> anyhow::Result<ControlPlaneStatus> {
 
 /// [`fetch_status`] within a runtime.
 pub(crate) async fn fetch_status_async(addr: &str) -> anyhow::Result<ControlPlaneStatus> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(uri.clone())
-        .map_err(|e| anyhow!("invalid control plane address {addr:?}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach the control plane at {addr}: {e}"))?;
-    let mut c = MeshConfigClient::new(channel);
-    let json = c
-        .get_status(StatusRequest {})
-        .await
-        .map_err(|s| anyhow!("control plane at {addr}: {}", s.message()))?
-        .into_inner()
-        .json;
-    serde_json::from_str(&json).context("unreadable status from the control plane")
+    StatusClient::connect(addr).await?.status().await
+}
+
+/// One connection to a control plane's `GetStatus`, for callers that poll it.
+pub(crate) struct StatusClient {
+    addr: String,
+    client: MeshConfigClient<tonic::transport::Channel>,
+}
+
+impl StatusClient {
+    pub(crate) async fn connect(addr: &str) -> anyhow::Result<StatusClient> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = tonic::transport::Endpoint::from_shared(uri)
+            .map_err(|e| anyhow!("invalid control plane address {addr:?}: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await
+            .map_err(|e| anyhow!("cannot reach the control plane at {addr}: {e}"))?;
+        Ok(StatusClient {
+            addr: addr.to_string(),
+            client: MeshConfigClient::new(channel),
+        })
+    }
+
+    pub(crate) async fn status(&mut self) -> anyhow::Result<ControlPlaneStatus> {
+        let json = self
+            .client
+            .get_status(StatusRequest {})
+            .await
+            .map_err(|s| anyhow!("control plane at {}: {}", self.addr, s.message()))?
+            .into_inner()
+            .json;
+        serde_json::from_str(&json).context("unreadable status from the control plane")
+    }
 }
 
 /// Columns padded to their widest cell, three spaces apart (istioctl's tab writer).

@@ -1507,12 +1507,16 @@ async fn reload(
             ));
         }
     }
-    // The control plane's snapshot version before the change (to see it take it).
-    let cp_version = match running.control_plane {
-        Some(cp) => crate::proxy_status::fetch_status_async(&cp.to_string())
+    // The control plane's snapshot version before the change (to see it take it), on one
+    // connection that the confirmation below polls.
+    let mut cp_status = match running.control_plane {
+        Some(cp) => crate::proxy_status::StatusClient::connect(&cp.to_string())
             .await
-            .ok()
-            .map(|s| s.snapshot_version),
+            .ok(),
+        None => None,
+    };
+    let cp_version = match &mut cp_status {
+        Some(c) => c.status().await.ok().map(|s| s.snapshot_version),
         None => None,
     };
     // What each proxy did with the change, from its log: applied, unchanged or rejected.
@@ -1540,10 +1544,9 @@ async fn reload(
     // A controlled proxy whose config does not change hears nothing: once the control plane
     // has the new snapshot and every proxy has ACKed (or NACKed) what it was sent, the
     // proxies that did not log a reload (give their log lines a moment) are unchanged.
-    if let (Some(cp), Some(v0)) = (running.control_plane, cp_version) {
-        let addr = cp.to_string();
+    if let (Some(client), Some(v0)) = (&mut cp_status, cp_version) {
         while Instant::now() < deadline {
-            if let Ok(st) = crate::proxy_status::fetch_status_async(&addr).await {
+            if let Ok(st) = client.status().await {
                 let settled = st.proxies.iter().all(|p| {
                     p.types.iter().all(|t| {
                         matches!(

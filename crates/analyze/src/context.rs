@@ -46,7 +46,8 @@ pub struct Workload<'a> {
 
 /// The indexed resource set.
 pub struct Context<'a> {
-    pub resources: &'a [Resource],
+    /// Every resource, in input order (one definition per object).
+    pub resources: &'a [&'a Resource],
     pub mesh: &'a MeshConfig,
     pub services: Vec<ServiceInfo<'a>>,
     pub workloads: Vec<Workload<'a>>,
@@ -60,16 +61,22 @@ pub struct Context<'a> {
     by_kind: HashMap<Kind, Vec<&'a Resource>>,
     /// (namespace, name) -> index in `services`.
     service_index: HashMap<(&'a str, &'a str), usize>,
+    /// Namespace -> indexes in `services` / `workloads`, in order.
+    services_by_namespace: HashMap<&'a str, Vec<usize>>,
+    workloads_by_namespace: HashMap<&'a str, Vec<usize>>,
+    /// DestinationRules by the lowercased FQDN of their host; wildcard hosts apart, with it.
+    rules_by_host: HashMap<String, Vec<&'a Resource>>,
+    wildcard_rules: Vec<(String, &'a Resource)>,
     messages: Vec<Message>,
 }
 
 impl<'a> Context<'a> {
-    pub fn new(resources: &'a [Resource], mesh: &'a MeshConfig) -> Self {
+    pub fn new(resources: &'a [&'a Resource], mesh: &'a MeshConfig) -> Self {
         let mut services = Vec::new();
         let mut workloads = Vec::new();
         let mut namespaces = HashMap::new();
         let mut secrets = HashSet::new();
-        for r in resources {
+        for &r in resources {
             match &r.object {
                 Object::Service(s) => {
                     let spec = s.spec.clone().unwrap_or_default();
@@ -151,9 +158,27 @@ impl<'a> Context<'a> {
             .enumerate()
             .map(|(i, s)| ((s.namespace, s.name), i))
             .collect();
-        Context {
+        let mut services_by_namespace: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            services_by_namespace
+                .entry(s.namespace)
+                .or_default()
+                .push(i);
+        }
+        let mut workloads_by_namespace: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (i, w) in workloads.iter().enumerate() {
+            workloads_by_namespace
+                .entry(w.namespace)
+                .or_default()
+                .push(i);
+        }
+        let mut cx = Context {
             by_kind,
             service_index,
+            services_by_namespace,
+            workloads_by_namespace,
+            rules_by_host: HashMap::new(),
+            wildcard_rules: Vec::new(),
             resources,
             mesh,
             services,
@@ -162,11 +187,42 @@ impl<'a> Context<'a> {
             secrets,
             nodes: HashMap::new(),
             messages: Vec::new(),
+        };
+        for r in cx.of_kind(Kind::DestinationRule).collect::<Vec<_>>() {
+            let Object::DestinationRule(dr) = &r.object else {
+                continue;
+            };
+            let host = cx.fqdn(&dr.host, r.ns()).to_ascii_lowercase();
+            if host.starts_with('*') {
+                cx.wildcard_rules.push((host, r));
+            } else {
+                cx.rules_by_host.entry(host).or_default().push(r);
+            }
         }
+        cx
+    }
+
+    /// DestinationRules whose host covers the concrete FQDN `fqdn` (exact hosts first, then
+    /// wildcards), in input order within each.
+    pub fn destination_rules_for<'s>(
+        &'s self,
+        fqdn: &str,
+    ) -> impl Iterator<Item = &'a Resource> + 's {
+        let fqdn = fqdn.to_ascii_lowercase();
+        let exact = self.rules_by_host.get(&fqdn).into_iter().flatten().copied();
+        let wild = self
+            .wildcard_rules
+            .iter()
+            .filter(move |(h, _)| trellis_api::host::host_matches(h, &fqdn))
+            .map(|(_, r)| *r);
+        exact.chain(wild)
     }
 
     /// Records the labels of `v1 Node` objects (a kind Trellis otherwise skips).
-    pub fn add_nodes(&mut self, unrecognized: &[trellis_api::Unrecognized]) {
+    pub fn add_nodes<'u>(
+        &mut self,
+        unrecognized: impl IntoIterator<Item = &'u trellis_api::Unrecognized>,
+    ) {
         for u in unrecognized {
             if u.kind != "Node" || u.api_version != "v1" {
                 continue;
@@ -241,9 +297,44 @@ impl<'a> Context<'a> {
         namespace: Option<&'s str>,
         selector: &'s BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'s Workload<'a>> + 's {
-        self.workloads.iter().filter(move |w| {
-            namespace.is_none_or(|ns| w.namespace == ns)
-                && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        let all: Box<dyn Iterator<Item = &'s Workload<'a>> + 's> = match namespace {
+            None => Box::new(self.workloads.iter()),
+            Some(ns) => Box::new(self.workloads_in(ns)),
+        };
+        all.filter(move |w| selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+    }
+
+    /// The Kubernetes Services of a namespace, in input order.
+    pub fn services_in<'s>(
+        &'s self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'s ServiceInfo<'a>> + 's {
+        self.services_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.services[i])
+    }
+
+    /// The workloads of a namespace, in input order.
+    pub fn workloads_in<'s>(
+        &'s self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'s Workload<'a>> + 's {
+        self.workloads_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.workloads[i])
+    }
+
+    /// Services of the workload's namespace whose (non-empty) selector its labels satisfy.
+    pub fn services_selecting<'s>(
+        &'s self,
+        w: &'s Workload<'a>,
+    ) -> impl Iterator<Item = &'s ServiceInfo<'a>> + 's {
+        self.services_in(w.namespace).filter(move |s| {
+            !s.selector.is_empty() && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
         })
     }
 

@@ -11,7 +11,7 @@ pub mod message;
 pub mod messages;
 
 use trellis_api::load::ResourceSet;
-use trellis_api::{MeshConfig, Severity};
+use trellis_api::{Diagnostic, MeshConfig, Resource, Severity, Unrecognized};
 
 pub use context::Context;
 pub use message::{Message, OutputMessage};
@@ -20,9 +20,26 @@ pub use messages::{Level, MessageType};
 /// Runs load-diagnostic conversion and every analyzer; messages come back sorted by level
 /// (most severe first), then by file and line.
 pub fn analyze(set: &ResourceSet, mesh: &MeshConfig) -> Vec<Message> {
-    let mut out: Vec<Message> = set
-        .diagnostics
-        .iter()
+    analyze_parts(
+        &set.resources.iter().collect::<Vec<_>>(),
+        &set.unrecognized,
+        &set.diagnostics,
+        mesh,
+    )
+}
+
+/// `analyze` over borrowed parts of a load: resources in load order (a later definition of
+/// the same object wins), the objects of kinds Trellis does not model, and the load
+/// diagnostics. Lets a caller that keeps resources between loads (the control plane's
+/// incremental reload) analyze without copying them.
+pub fn analyze_parts<'a>(
+    resources: &[&'a Resource],
+    unrecognized: impl IntoIterator<Item = &'a Unrecognized>,
+    diagnostics: impl IntoIterator<Item = &'a Diagnostic>,
+    mesh: &MeshConfig,
+) -> Vec<Message> {
+    let mut out: Vec<Message> = diagnostics
+        .into_iter()
         .map(|d| {
             let kind = match d.severity {
                 Severity::Error => messages::SCHEMA_VALIDATION_ERROR,
@@ -48,14 +65,15 @@ pub fn analyze(set: &ResourceSet, mesh: &MeshConfig) -> Vec<Message> {
     // istioctl analyzes files as if the default ingress gateway (a pod and its Service in the
     // Istio namespace) were installed, unless the mesh turns ingress off; so does Trellis. They
     // come first, so a definition in the inputs wins.
-    let mut all = default_resources(mesh);
-    all.extend(set.resources.iter().cloned());
+    let defaults = default_resources(mesh);
+    let mut all: Vec<&Resource> = Vec::with_capacity(defaults.len() + resources.len());
+    all.extend(defaults.iter());
+    all.extend(resources.iter().copied());
     // The same object defined twice (alternative sample files, re-applied manifests) is one
     // object, as `kubectl apply` would leave it: the last definition wins.
-    let deduped = dedupe_last_wins(&all);
-    let resources = deduped.as_deref().unwrap_or(&all);
-    let mut cx = Context::new(resources, mesh);
-    cx.add_nodes(&set.unrecognized);
+    let resources = dedupe_last_wins(all);
+    let mut cx = Context::new(&resources, mesh);
+    cx.add_nodes(unrecognized);
     analyzers::run_all(&mut cx);
     // Never report on the assumed default resources themselves.
     out.extend(cx.into_messages().into_iter().filter(|m| {
@@ -120,22 +138,20 @@ pub fn is_default_resource(r: &trellis_api::Resource) -> bool {
     &*r.origin.location.file == DEFAULT_RESOURCES_FILE
 }
 
-fn dedupe_last_wins(resources: &[trellis_api::Resource]) -> Option<Vec<trellis_api::Resource>> {
-    let mut last = std::collections::HashMap::new();
+fn dedupe_last_wins(resources: Vec<&Resource>) -> Vec<&Resource> {
+    let mut last = std::collections::HashMap::with_capacity(resources.len());
     for (i, r) in resources.iter().enumerate() {
         last.insert((r.kind, r.ns(), r.name.as_str()), i);
     }
     if last.len() == resources.len() {
-        return None;
+        return resources;
     }
-    Some(
-        resources
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| last[&(r.kind, r.ns(), r.name.as_str())] == *i)
-            .map(|(_, r)| r.clone())
-            .collect(),
-    )
+    resources
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| last[&(r.kind, r.ns(), r.name.as_str())] == *i)
+        .map(|(_, r)| *r)
+        .collect()
 }
 
 /// Most severe first, then by file, line, code.

@@ -85,23 +85,12 @@ impl ResourceSet {
     /// Reads one path: `-` (stdin), a file, a kustomize directory, or a directory (recursive;
     /// subdirectories holding a kustomization are rendered as kustomize).
     pub fn add_path(&mut self, path: &Path, opts: &LoadOptions) {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => self.add_text("<stdin>", &text, opts),
-                Err(e) => self.io_error(path, &e),
-            }
-            return;
+        let mut inputs = Vec::new();
+        self.list_inputs(path, &mut inputs);
+        let inputs: Vec<&Input> = inputs.iter().collect();
+        for part in read_inputs(&inputs, opts) {
+            self.extend(part);
         }
-        if path.is_dir() {
-            if kustomize::is_kustomization_dir(path) {
-                self.add_kustomization(path, opts);
-            } else {
-                self.add_dir(path, opts);
-            }
-            return;
-        }
-        self.add_file(path, opts);
     }
 
     /// Renders a kustomize directory (`-k`) and adds its output.
@@ -113,45 +102,39 @@ impl ResourceSet {
         }
     }
 
-    /// Reads a directory tree. Files are parsed in parallel (one contiguous chunk per core);
-    /// results are merged in path order, so output is deterministic.
-    fn add_dir(&mut self, dir: &Path, opts: &LoadOptions) {
-        let mut items = Vec::new();
-        self.walk(dir, &mut items);
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(items.len().max(1));
-        let load = |item: &DirItem| {
-            let mut part = ResourceSet::default();
-            match item {
-                DirItem::File(p) => part.add_file(p, opts),
-                DirItem::Kustomization(p) => part.add_kustomization(p, opts),
+    /// Reads one input.
+    pub fn add_input(&mut self, input: &Input, opts: &LoadOptions) {
+        match input {
+            Input::Stdin => {
+                let mut text = String::new();
+                match std::io::stdin().read_to_string(&mut text) {
+                    Ok(_) => self.add_text("<stdin>", &text, opts),
+                    Err(e) => self.io_error(Path::new("-"), &e),
+                }
             }
-            part
-        };
-        let parts: Vec<ResourceSet> = if threads <= 1 {
-            items.iter().map(load).collect()
+            Input::File(p) => self.add_file(p, opts),
+            Input::Kustomization(p) => self.add_kustomization(p, opts),
+        }
+    }
+
+    /// Lists the inputs `path` stands for, in load order, as `add_path` reads them; a
+    /// directory that cannot be read is reported here.
+    pub fn list_inputs(&mut self, path: &Path, inputs: &mut Vec<Input>) {
+        if path.as_os_str() == "-" {
+            inputs.push(Input::Stdin);
+        } else if path.is_dir() {
+            if kustomize::is_kustomization_dir(path) {
+                inputs.push(Input::Kustomization(path.to_path_buf()));
+            } else {
+                self.walk(path, inputs);
+            }
         } else {
-            let chunk = items.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = items
-                    .chunks(chunk)
-                    .map(|c| scope.spawn(move || c.iter().map(load).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
-        for part in parts {
-            self.extend(part);
+            inputs.push(Input::File(path.to_path_buf()));
         }
     }
 
     /// Lists config files and kustomization directories under `dir`, in path order.
-    fn walk(&mut self, dir: &Path, items: &mut Vec<DirItem>) {
+    fn walk(&mut self, dir: &Path, items: &mut Vec<Input>) {
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => return self.io_error(dir, &e),
@@ -167,12 +150,12 @@ impl ResourceSet {
             }
             if p.is_dir() {
                 if kustomize::is_kustomization_dir(&p) {
-                    items.push(DirItem::Kustomization(p));
+                    items.push(Input::Kustomization(p));
                 } else {
                     self.walk(&p, items);
                 }
             } else if is_config_file(&p) {
-                items.push(DirItem::File(p));
+                items.push(Input::File(p));
             }
         }
     }
@@ -187,25 +170,29 @@ impl ResourceSet {
 
     fn add_file(&mut self, path: &Path, opts: &LoadOptions) {
         match std::fs::read(path) {
-            Ok(bytes) => {
-                self.files.push(path.to_path_buf());
-                let name = path.display().to_string();
-                match String::from_utf8(bytes) {
-                    Ok(text) => self.add_text(&name, &text, opts),
-                    Err(e) => self.diagnostics.push(
-                        Diagnostic::error(format!(
-                            "file is not UTF-8 text (invalid byte at offset {})",
-                            e.utf8_error().valid_up_to()
-                        ))
-                        .at(Location::new(name, 1, 1)),
-                    ),
-                }
-            }
+            Ok(bytes) => self.add_file_contents(path, bytes, opts),
             Err(e) => self.io_error(path, &e),
         }
     }
 
-    fn io_error(&mut self, path: &Path, e: &std::io::Error) {
+    /// Adds a file whose bytes the caller read (a reader that caches by content).
+    pub fn add_file_contents(&mut self, path: &Path, bytes: Vec<u8>, opts: &LoadOptions) {
+        self.files.push(path.to_path_buf());
+        let name = path.display().to_string();
+        match String::from_utf8(bytes) {
+            Ok(text) => self.add_text(&name, &text, opts),
+            Err(e) => self.diagnostics.push(
+                Diagnostic::error(format!(
+                    "file is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ))
+                .at(Location::new(name, 1, 1)),
+            ),
+        }
+    }
+
+    /// Reports a path that could not be read.
+    pub fn io_error(&mut self, path: &Path, e: &std::io::Error) {
         self.diagnostics.push(
             Diagnostic::error(format!("cannot read: {e}")).at(Location::new(
                 path.display().to_string(),
@@ -241,10 +228,52 @@ fn list_items(doc: &Document) -> Option<Vec<Document>> {
     )
 }
 
-/// One input found while walking a directory.
-enum DirItem {
+/// One config input, as `ResourceSet::list_inputs` finds them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// `-`.
+    Stdin,
+    /// A YAML or JSON file.
     File(PathBuf),
+    /// A directory holding a kustomization, rendered as a whole.
     Kustomization(PathBuf),
+}
+
+/// Reads inputs, one set per input in the same order. Several are parsed in parallel (one
+/// contiguous chunk per core), so the result is deterministic.
+pub fn read_inputs(inputs: &[&Input], opts: &LoadOptions) -> Vec<ResourceSet> {
+    map_in_parallel(inputs, |input| {
+        let mut part = ResourceSet::default();
+        part.add_input(input, opts);
+        part
+    })
+}
+
+/// `items.iter().map(f).collect()`, on one thread per core, each taking a contiguous chunk:
+/// results come back in item order.
+pub fn map_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// `.yaml`, `.yml` and `.json` files are config.

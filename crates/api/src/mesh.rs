@@ -941,11 +941,11 @@ impl MeshConfig {
     /// Finds ConfigMap `istio` in `root_namespace` among loaded resources and reads its mesh
     /// config, locating errors in the file the ConfigMap came from. `None` when there is no
     /// such ConfigMap or it has no `mesh` key.
-    pub fn from_resources(
-        resources: &[Resource],
+    pub fn from_resources<'a>(
+        resources: impl IntoIterator<Item = &'a Resource>,
         root_namespace: &str,
     ) -> Option<Result<MeshConfig, Diagnostic>> {
-        let r = resources.iter().find(|r| {
+        let r = resources.into_iter().find(|r| {
             r.kind == Kind::ConfigMap && r.name == MESH_CONFIG_MAP && r.ns() == root_namespace
         })?;
         let Object::ConfigMap(cm) = &r.object else {

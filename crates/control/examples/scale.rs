@@ -236,11 +236,13 @@ struct Options {
     cp_threads: usize,
     proxy_threads: usize,
     timeout: Duration,
+    /// Write the workload into this directory and exit (for profiling the loader).
+    write_only: Option<std::path::PathBuf>,
 }
 
 const USAGE: &str = "usage: scale [--proxies N] [--namespaces N] [--services N] [--endpoints N]
              [--routed-per-namespace N] [--rounds N] [--per-connection N] [--pause-ms MS]
-             [--cp-threads N] [--proxy-threads N] [--timeout-s S]
+             [--cp-threads N] [--proxy-threads N] [--timeout-s S] [--write-only DIR]
 defaults: 1000 proxies, 50 namespaces, 5000 services, 50000 endpoints, 10 routed services
 per namespace, 20 rounds, 1 proxy per connection, 200 ms pause, 2 + 2 threads, 300 s";
 
@@ -259,6 +261,7 @@ fn options() -> Options {
         cp_threads: 2,
         proxy_threads: 2,
         timeout: Duration::from_secs(300),
+        write_only: None,
     };
     let mut services = 5000;
     let mut endpoints = 50_000;
@@ -267,6 +270,10 @@ fn options() -> Options {
         if a == "--help" || a == "-h" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if a == "--write-only" {
+            o.write_only = args.next().map(Into::into);
+            continue;
         }
         let v: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
             eprintln!("{a} needs a number\n{USAGE}");
@@ -315,6 +322,12 @@ fn ms(d: Duration) -> String {
 fn main() {
     set_tag(TAG_DRIVER);
     let o = options();
+    if let Some(dir) = &o.write_only {
+        std::fs::create_dir_all(dir).unwrap();
+        Workload::new(o.size.clone()).write_all(dir);
+        println!("workload written into {}", dir.display());
+        return;
+    }
     let rss_start = rss();
     let cp_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(o.cp_threads)

@@ -12,7 +12,7 @@ use trellis_protocol::ConfigType;
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::source::{self, ConfigError, RejectedMessage, Sources};
+use crate::source::{self, ConfigError, ReadCache, RejectedMessage, Sources};
 use crate::status::{ControlPlaneStatus, ProxyStatus, TypeTrack};
 
 pub(crate) struct ConnState {
@@ -28,6 +28,8 @@ pub(crate) struct Core {
     pub last_error: Mutex<Option<ConfigError>>,
     /// Reloads run one at a time.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// The files of the snapshot in force, as read (see `source`).
+    pub read_cache: Mutex<ReadCache>,
     pub conns: Mutex<BTreeMap<u64, ConnState>>,
     pub next_conn: AtomicU64,
     pub metrics: Metrics,
@@ -58,7 +60,13 @@ impl Core {
         let _one = self.reload_lock.lock().await;
         let sources = self.sources.clone();
         let current = self.current();
-        let loaded = match tokio::task::spawn_blocking(move || source::load(&sources)).await {
+        let cache = std::mem::take(&mut *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()));
+        let started = std::time::Instant::now();
+        let read = tokio::task::spawn_blocking(move || {
+            let loaded = source::load_with(&sources, &cache);
+            (loaded, cache)
+        });
+        let (mut loaded, mut cache) = match read.await {
             Ok(l) => l,
             Err(e) => {
                 let err = ConfigError {
@@ -76,14 +84,25 @@ impl Core {
                 return Err(err);
             }
         };
-        if let Err(e) = loaded.verdict(Some(&current.baseline_errors), current.version) {
+        let verdict = loaded.verdict(Some(&current.baseline_errors), current.version);
+        if verdict.is_ok() {
+            cache.commit(&mut loaded);
+        }
+        *self.read_cache.lock().unwrap_or_else(|p| p.into_inner()) = cache;
+        if let Err(e) = verdict {
             self.reject(&e);
             return Err(e);
         }
         self.set_last_error(None);
+        let parsed_files = loaded.parsed_files;
         match Snapshot::next(&current, loaded) {
             None => {
-                tracing::info!(version = current.version, "config unchanged ({reason})");
+                tracing::info!(
+                    version = current.version,
+                    parsed_files,
+                    ms = started.elapsed().as_millis() as u64,
+                    "config unchanged ({reason})"
+                );
                 Ok(current.version)
             }
             Some(next) => {
@@ -93,6 +112,8 @@ impl Core {
                     resources_changed = next.changes.resources.len(),
                     endpoints_changed = next.changes.endpoints.len(),
                     mesh_changed = next.changes.mesh_changed,
+                    parsed_files,
+                    ms = started.elapsed().as_millis() as u64,
                     "config accepted ({reason})"
                 );
                 self.metrics.reloads.inc();

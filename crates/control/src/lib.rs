@@ -180,10 +180,12 @@ impl ControlPlane {
             default_namespace: opts.default_namespace.clone(),
         };
         let s = sources.clone();
-        let loaded = tokio::task::spawn_blocking(move || source::load(&s))
+        let mut loaded = tokio::task::spawn_blocking(move || source::load(&s))
             .await
             .map_err(|e| StartError::Watch(std::io::Error::other(e.to_string())))?;
         loaded.verdict(None, 0).map_err(StartError::Config)?;
+        let mut read_cache = source::ReadCache::default();
+        read_cache.commit(&mut loaded);
         for m in loaded.errors() {
             tracing::error!(code = %m.kind.code, "{m} (kept: only new errors reject later changes)");
         }
@@ -227,6 +229,7 @@ impl ControlPlane {
             snapshot: wch::Sender::new(Arc::new(snapshot)),
             last_error: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            read_cache: Mutex::new(read_cache),
             conns: Mutex::new(Default::default()),
             next_conn: AtomicU64::new(1),
             metrics: metrics::Metrics::new(),

@@ -19,19 +19,64 @@ use trellis_protocol::{config_type_of, resource_id, to_wire, v1, ConfigType};
 
 use crate::source::Loaded;
 
-/// One resource of a snapshot.
-pub struct Entry {
+/// A resource as read from its source, in the forms a snapshot needs. Built once per read of
+/// its file and shared (`Arc`) by every snapshot, and by the control plane's read cache, while
+/// the file is unchanged.
+pub struct ReadResource {
     /// `Kind/namespace/name`.
     pub id: String,
     pub ty: ConfigType,
-    /// The parsed resource, without its document (`raw`: it is `wire.json`) and field
-    /// locations (`origin.spans`: empty), which the snapshot does not need.
+    /// The parsed resource, without its document (`raw`: it is `wire.json`; only a `status`
+    /// is kept, which analysis reads) and field locations (`origin.spans`: empty) once the
+    /// load that read it has been analyzed.
     pub resource: Resource,
     pub wire: v1::Resource,
     /// Hash of the content (the JSON), not of the location: moving a document in its file
     /// does not resend it.
     pub hash: u64,
+}
+
+impl ReadResource {
+    /// Makes the wire form of a freshly parsed resource and drops its document, keeping
+    /// field locations for analysis (see `slim`).
+    pub fn new(mut resource: Resource) -> Self {
+        let wire = to_wire(&resource);
+        let hash = hash_str(&wire.json);
+        resource.raw = match resource.raw.get_mut("status").map(serde_json::Value::take) {
+            Some(status) => serde_json::json!({ "status": status }),
+            None => serde_json::Value::Null,
+        };
+        ReadResource {
+            id: resource_id(&resource),
+            ty: config_type_of(resource.kind),
+            resource,
+            wire,
+            hash,
+        }
+    }
+
+    /// Drops field locations, which only serve analysis: with `raw`, most of a parsed
+    /// resource's memory.
+    pub fn slim(mut self) -> Self {
+        let r = &mut self.resource;
+        r.origin.spans = Arc::new(SpanMap::new(r.origin.location.file.clone()));
+        self
+    }
+}
+
+/// One resource of a snapshot: what was read, and who needs it under the snapshot's mesh
+/// config.
+pub struct Entry {
+    pub read: Arc<ReadResource>,
     pub(crate) vis: Vis,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = ReadResource;
+
+    fn deref(&self) -> &ReadResource {
+        &self.read
+    }
 }
 
 /// Who needs a resource (see `scope`).
@@ -166,25 +211,20 @@ impl Snapshot {
         let mesh_hash = hash_str(&mesh_json);
         let mut entries = BTreeMap::new();
         for r in loaded.resources {
-            let id = resource_id(&r);
-            let wire = to_wire(&r);
-            let hash = hash_str(&wire.json);
-            let reuse = prev
-                .entries
-                .get(&id)
-                .filter(|e| e.hash == hash && e.wire.file == wire.file && e.wire.line == wire.line);
+            let reuse = prev.entries.get(&r.id).filter(|e| {
+                Arc::ptr_eq(&e.read, &r)
+                    || (e.hash == r.hash
+                        && e.wire.file == r.wire.file
+                        && e.wire.line == r.wire.line)
+            });
             let entry = match reuse {
                 Some(e) if mesh_hash == prev.mesh_hash => e.clone(),
                 _ => Arc::new(Entry {
-                    vis: visibility(&r, &mesh),
-                    ty: config_type_of(r.kind),
-                    id: id.clone(),
-                    resource: slim(r),
-                    wire,
-                    hash,
+                    vis: visibility(&r.resource, &mesh),
+                    read: r,
                 }),
             };
-            entries.insert(id, entry);
+            entries.insert(entry.id.clone(), entry);
         }
         let mut changes = Changes {
             from_version: prev.version,
@@ -222,15 +262,6 @@ impl Snapshot {
     pub fn count(&self, ty: ConfigType) -> usize {
         self.entries.values().filter(|e| e.ty == ty).count()
     }
-}
-
-/// What an entry keeps of a resource once its wire form is made: the document itself
-/// (`raw`) travels as `wire.json`, and field locations (`origin.spans`) only serve validation,
-/// which is done. Together they are most of a parsed resource's memory.
-fn slim(mut r: Resource) -> Resource {
-    r.raw = serde_json::Value::Null;
-    r.origin.spans = Arc::new(SpanMap::new(r.origin.location.file.clone()));
-    r
 }
 
 fn push_change(c: &mut Changes, ty: ConfigType, id: &str) {

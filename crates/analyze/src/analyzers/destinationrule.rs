@@ -65,9 +65,7 @@ pub fn hosts_and_subsets(cx: &mut Context) {
             sel.extend(subset.labels.clone());
             let topology = subset.labels.keys().any(|k| k.starts_with("topology."));
             let selects = cx
-                .workloads
-                .iter()
-                .filter(|w| w.namespace == svc.namespace)
+                .workloads_in(svc.namespace)
                 .filter(|w| {
                     !topology
                         || w.node_name
@@ -81,11 +79,10 @@ pub fn hosts_and_subsets(cx: &mut Context) {
             // Topology labels come from the pod's Node: without the Node in the inputs, a subset
             // selecting by topology cannot be checked.
             let unknown = topology
-                && !cx.workloads.iter().any(|w| {
-                    w.namespace == svc.namespace
-                        && w.node_name
-                            .as_ref()
-                            .is_some_and(|n| cx.nodes.contains_key(n))
+                && !cx.workloads_in(svc.namespace).any(|w| {
+                    w.node_name
+                        .as_ref()
+                        .is_some_and(|n| cx.nodes.contains_key(n))
                 });
             if !selects && !unknown {
                 reports.push((

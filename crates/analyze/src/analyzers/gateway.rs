@@ -60,20 +60,15 @@ pub fn gateway_workloads(cx: &mut Context) {
         let mut namespaces: BTreeSet<&str> = BTreeSet::new();
         for w in &pods {
             namespaces.insert(w.namespace);
-            for svc in &cx.services {
-                if svc.namespace == w.namespace
-                    && !svc.selector.is_empty()
-                    && svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                {
-                    for p in svc.ports.iter().filter(|p| p.protocol == "TCP") {
-                        ports.insert(p.port as u32);
-                        if let Ok(t) = p.target_port.parse::<u32>() {
-                            ports.insert(t);
-                        } else if let Some((n, _)) =
-                            w.ports.iter().find(|(_, name)| *name == p.target_port)
-                        {
-                            ports.insert(*n as u32);
-                        }
+            for svc in cx.services_selecting(w) {
+                for p in svc.ports.iter().filter(|p| p.protocol == "TCP") {
+                    ports.insert(p.port as u32);
+                    if let Ok(t) = p.target_port.parse::<u32>() {
+                        ports.insert(t);
+                    } else if let Some((n, _)) =
+                        w.ports.iter().find(|(_, name)| *name == p.target_port)
+                    {
+                        ports.insert(*n as u32);
                     }
                 }
             }

@@ -135,8 +135,8 @@ pub fn run_all(cx: &mut Context) {
 }
 
 /// Adds WorkloadEntries to the workload list.
-pub(crate) fn workload_entries<'a>(resources: &'a [Resource], out: &mut Vec<Workload<'a>>) {
-    for r in resources {
+pub(crate) fn workload_entries<'a>(resources: &[&'a Resource], out: &mut Vec<Workload<'a>>) {
+    for &r in resources {
         if let trellis_api::Object::WorkloadEntry(we) = &r.object {
             out.push(Workload {
                 resource: r,

@@ -140,15 +140,10 @@ pub fn peer_authentication_ports(cx: &mut Context) {
         let mut ports: BTreeSet<u32> = BTreeSet::new();
         for w in &workloads {
             ports.extend(w.ports.iter().map(|(p, _)| *p as u32));
-            for svc in &cx.services {
-                if svc.namespace == w.namespace
-                    && !svc.selector.is_empty()
-                    && svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                {
-                    for p in &svc.ports {
-                        if let Ok(n) = p.target_port.parse::<u32>() {
-                            ports.insert(n);
-                        }
+            for svc in cx.services_selecting(w) {
+                for p in &svc.ports {
+                    if let Ok(n) = p.target_port.parse::<u32>() {
+                        ports.insert(n);
                     }
                 }
             }

@@ -97,15 +97,7 @@ pub fn multi_service(cx: &mut Context) {
         if w.resource.kind != trellis_api::Kind::Deployment || !deployment_in_mesh(cx, w.resource) {
             continue;
         }
-        let services: Vec<_> = cx
-            .services
-            .iter()
-            .filter(|s| {
-                s.namespace == w.namespace
-                    && !s.selector.is_empty()
-                    && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-            })
-            .collect();
+        let services: Vec<_> = cx.services_selecting(w).collect();
         if services.len() < 2 {
             continue;
         }

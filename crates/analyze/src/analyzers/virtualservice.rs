@@ -198,14 +198,14 @@ pub fn ingress_subset_routing(cx: &mut Context) {
 
 /// Whether a DestinationRule visible from `from_ns` defines `subset` for `fqdn`.
 pub fn subset_defined(cx: &Context, fqdn: &str, subset: &str, from_ns: &str) -> bool {
-    cx.of_kind(Kind::DestinationRule).any(|r| {
+    if fqdn.starts_with('*') {
+        return false; // a wildcard destination names no one service (and is not checked)
+    }
+    cx.destination_rules_for(fqdn).any(|r| {
         let Object::DestinationRule(dr) = &r.object else {
             return false;
         };
-        let dr_host = cx.fqdn(&dr.host, r.ns());
-        exported_to(&dr.export_to, r.ns(), from_ns)
-            && trellis_api::host::host_matches(&dr_host, fqdn)
-            && dr.subsets.iter().any(|s| s.name == subset)
+        exported_to(&dr.export_to, r.ns(), from_ns) && dr.subsets.iter().any(|s| s.name == subset)
     })
 }
 

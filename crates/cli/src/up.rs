@@ -718,6 +718,9 @@ async fn start(
         }
         match w.role {
             Role::Sidecar => {
+                // One worker, as Linkerd's proxies: a local mesh runs many sidecars on a few
+                // cores, and a single-threaded proxy is the cheapest per request.
+                argv.extend(["--concurrency".into(), "1".into()]);
                 if let Some(ip) = w.outbound_ip {
                     argv.extend(["--bind-ip".into(), ip.to_string()]);
                 }

@@ -19,7 +19,10 @@ for tool in nginx haproxy wrk h2load taskset curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx haproxy wrk nghttp2-client)" >&2; exit 1; }
 done
 
-TRELLIS="${TRELLIS:-${CARGO_TARGET_DIR:-target}/release/trellis}"
+# The `dist` profile (LTO) when built, else `release`.
+dist_bin="${CARGO_TARGET_DIR:-target}/dist/trellis"
+[[ -x "$dist_bin" ]] || dist_bin="${CARGO_TARGET_DIR:-target}/release/trellis"
+TRELLIS="${TRELLIS:-$dist_bin}"
 [[ -x "$TRELLIS" ]] || { echo "no trellis binary at $TRELLIS: cargo build --release -p trellis-cli, or set TRELLIS=" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/proxy-compare.XXXXXX)"

@@ -29,7 +29,10 @@ for tool in nginx wrk h2load taskset curl openssl python3; do
 done
 python3 -c 'import jwt, cryptography' 2>/dev/null || { echo "python3 needs PyJWT and cryptography (pip install pyjwt cryptography)" >&2; exit 1; }
 
-TRELLIS="${TRELLIS:-${CARGO_TARGET_DIR:-target}/release/trellis}"
+# The `dist` profile (LTO) when built, else `release`.
+dist_bin="${CARGO_TARGET_DIR:-target}/dist/trellis"
+[[ -x "$dist_bin" ]] || dist_bin="${CARGO_TARGET_DIR:-target}/release/trellis"
+TRELLIS="${TRELLIS:-$dist_bin}"
 [[ -x "$TRELLIS" ]] || { echo "no trellis binary at $TRELLIS: cargo build --release -p trellis-cli, or set TRELLIS=" >&2; exit 1; }
 
 work="$(mktemp -d /tmp/security-compare.XXXXXX)"

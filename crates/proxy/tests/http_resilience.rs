@@ -367,6 +367,47 @@ async fn outlier_detection_ejects_and_returns() {
 }
 
 #[tokio::test]
+async fn under_min_health_percent_ejected_hosts_get_traffic_again() {
+    // Two endpoints, one ejected: 50% healthy. With minHealthPercent 60 the pool is in panic
+    // and balances over both (Envoy's healthy_panic_threshold, as Istio maps it).
+    let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
+    let good = Upstream::echo("good").await;
+    let mut c = cluster("svc");
+    c.lb = LbPolicy::RoundRobin;
+    c.outlier = Some(OutlierDetection {
+        consecutive_5xx: Some(2),
+        consecutive_gateway_errors: None,
+        interval: Duration::from_secs(1),
+        base_ejection_time: Duration::from_secs(60),
+        max_ejection_percent: 100,
+        min_health_percent: 60,
+    });
+    let p = Proxy::start(one_route(
+        route("r", vec![], to("svc")),
+        vec![(c, vec![bad.addr, good.addr])],
+    ))
+    .await;
+    let mut cl = H1Client::connect(p.addr).await;
+    for _ in 0..4 {
+        cl.get("x", "/", &[]).await;
+    }
+    let status = &p.state.upstreams.clusters()[0].endpoint_status();
+    assert!(
+        status.iter().any(|e| e.address == bad.addr && e.ejected),
+        "the failing host is ejected"
+    );
+    let before = bad.hits();
+    for _ in 0..10 {
+        cl.get("x", "/", &[]).await;
+    }
+    assert_eq!(
+        bad.hits() - before,
+        5,
+        "panic mode: round robin over both hosts, the ejected one included"
+    );
+}
+
+#[tokio::test]
 async fn round_robin_alternates_and_hash_sticks() {
     let ups = [
         Upstream::echo("u0").await,

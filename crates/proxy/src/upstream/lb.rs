@@ -126,11 +126,36 @@ pub fn choose<C: Candidate>(
     rr: &AtomicUsize,
     avoid: &[SocketAddr],
 ) -> Option<usize> {
+    choose_among(hosts, schedule, algorithm, rr, avoid, true)
+}
+
+/// Whether the share of available hosts is under `min_health_percent` (DestinationRule
+/// `outlierDetection.minHealthPercent`, Envoy's panic threshold; 0 = never): the pool then
+/// balances over every host, ejected ones included.
+pub fn in_panic<C: Candidate>(hosts: &[C], min_health_percent: u32) -> bool {
+    if min_health_percent == 0 || hosts.is_empty() {
+        return false;
+    }
+    let healthy = hosts.iter().filter(|h| !h.unavailable()).count() as u64;
+    healthy * 100 < u64::from(min_health_percent) * hosts.len() as u64
+}
+
+/// `choose`; with `honor_ejection` false (panic mode) unavailable hosts are candidates too.
+pub fn choose_among<C: Candidate>(
+    hosts: &[C],
+    schedule: &Schedule,
+    algorithm: Algorithm,
+    rr: &AtomicUsize,
+    avoid: &[SocketAddr],
+    honor_ejection: bool,
+) -> Option<usize> {
     let n = hosts.len();
     if n == 0 {
         return None;
     }
-    let ok = |i: usize| !hosts[i].unavailable() && !avoid.contains(&hosts[i].addr());
+    let ok = |i: usize| {
+        (!honor_ejection || !hosts[i].unavailable()) && !avoid.contains(&hosts[i].addr())
+    };
     let pick = match algorithm {
         Algorithm::Hash(Some(h)) => hash_lookup(schedule, h, n, &ok),
         Algorithm::Hash(None) | Algorithm::Random => sample(schedule, n, &ok, None),
@@ -161,7 +186,7 @@ pub fn choose<C: Candidate>(
         if avoid.is_empty() {
             None
         } else {
-            choose(hosts, schedule, algorithm, rr, &[])
+            choose_among(hosts, schedule, algorithm, rr, &[], honor_ejection)
         }
     })
 }
@@ -371,5 +396,36 @@ mod tests {
         assert_eq!(choose(&hs, &s, Algorithm::Random, &rr, &avoid), Some(0));
         hs[0].2 = true;
         assert_eq!(choose(&hs, &s, Algorithm::LeastRequest, &rr, &[]), None);
+    }
+
+    #[test]
+    fn under_min_health_percent_ejected_hosts_take_traffic_again() {
+        let mut hs = hosts(4);
+        let s = Schedule::new(&hs, None);
+        let rr = AtomicUsize::new(0);
+        for h in hs.iter_mut().take(3) {
+            h.2 = true; // 3 of 4 ejected: 25% healthy
+        }
+        assert!(!in_panic(&hs, 0), "0 disables the threshold");
+        assert!(!in_panic(&hs, 25), "25% healthy is not under 25%");
+        assert!(in_panic(&hs, 26));
+        // Honouring ejection: only the healthy host.
+        for _ in 0..20 {
+            assert_eq!(
+                choose_among(&hs, &s, Algorithm::RoundRobin, &rr, &[], true),
+                Some(3)
+            );
+        }
+        // Panic: every host again.
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            seen[choose_among(&hs, &s, Algorithm::RoundRobin, &rr, &[], false).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&n| n == 100), "{seen:?}");
+        // All ejected, no threshold: no host (503 UH).
+        hs[3].2 = true;
+        assert_eq!(choose(&hs, &s, Algorithm::LeastRequest, &rr, &[]), None);
+        assert!(in_panic(&hs, 1));
+        assert!(choose_among(&hs, &s, Algorithm::LeastRequest, &rr, &[], false).is_some());
     }
 }

@@ -436,7 +436,20 @@ impl ClusterRuntime {
             LbPolicy::Random | LbPolicy::Passthrough => Algorithm::Random,
             LbPolicy::ConsistentHash(_) => Algorithm::Hash(hash),
         };
-        let i = lb::choose(&set.hosts, &set.schedule, algorithm, &self.rr, avoid)?;
+        let min_health = self
+            .config
+            .outlier
+            .as_ref()
+            .map_or(0, |o| o.min_health_percent);
+        let panic = lb::in_panic(&set.hosts, min_health);
+        let i = lb::choose_among(
+            &set.hosts,
+            &set.schedule,
+            algorithm,
+            &self.rr,
+            avoid,
+            !panic,
+        )?;
         Some(set.hosts[i].clone())
     }
 

@@ -2,7 +2,9 @@
 //! consecutive 5xx and consecutive gateway errors (502/503/504, connect failures) per
 //! endpoint; the nth error ejects the endpoint for `base_ejection_time × times ejected`,
 //! unless `max_ejection_percent` of the cluster is already out; it returns when the time is
-//! up. State is atomics only: recording a result never takes a lock.
+//! up. When fewer than `min_health_percent` of the hosts are available, the load balancer
+//! ignores ejections (Envoy's panic threshold; `lb::in_panic`). State is atomics only:
+//! recording a result never takes a lock.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;

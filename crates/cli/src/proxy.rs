@@ -618,6 +618,4 @@ mod tests {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(all.metrics().num_workers(), cpus);
     }
-
 }
-

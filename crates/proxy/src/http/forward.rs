@@ -24,8 +24,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -45,6 +46,8 @@ use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::Proto;
 use crate::upstream::{CheckoutError, ClusterRuntime, InFlightSlot};
 
+const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+
 /// What a forward needs from the request's context.
 pub struct Ctx<'a> {
     pub config: &'a Arc<ProxyConfig>,
@@ -59,7 +62,8 @@ pub struct Ctx<'a> {
 /// The upstream request, prepared once and instantiated per attempt.
 struct Prepared {
     method: Method,
-    path_and_query: String,
+    /// The incoming request's own (shared, not copied) unless rewritten.
+    path_and_query: PathAndQuery,
     authority: String,
     headers: HeaderMap,
     proto: Proto,
@@ -69,12 +73,14 @@ struct Prepared {
 impl Prepared {
     fn build(&self, attempt: u32, body: Body) -> Request<Body> {
         let mut h = self.headers.clone();
-        h.insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        h.insert(headers::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         match self.proto {
             Proto::Http1 => {
-                *req.uri_mut() = Uri::try_from(self.path_and_query.as_str()).unwrap_or_default();
+                let mut uri = http::uri::Parts::default();
+                uri.path_and_query = Some(self.path_and_query.clone());
+                *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
                 *req.version_mut() = Version::HTTP_11;
                 if let Ok(v) = HeaderValue::from_str(&self.authority) {
                     h.insert(http::header::HOST, v);
@@ -85,7 +91,7 @@ impl Prepared {
                 *req.uri_mut() = Uri::builder()
                     .scheme(scheme)
                     .authority(self.authority.as_str())
-                    .path_and_query(self.path_and_query.as_str())
+                    .path_and_query(self.path_and_query.clone())
                     .build()
                     .unwrap_or_default();
                 *req.version_mut() = Version::HTTP_2;
@@ -333,14 +339,23 @@ pub async fn forward(
     if path_and_query.is_some() {
         let original_path = original_pq.split('?').next().unwrap_or("/");
         if let Ok(v) = HeaderValue::from_str(original_path) {
-            parts.headers.insert("x-envoy-original-path", v);
+            parts.headers.insert(X_ENVOY_ORIGINAL_PATH, v);
         }
     }
-    let path_and_query = path_and_query.unwrap_or_else(|| original_pq.to_string());
+    let path_and_query = match path_and_query {
+        Some(rewritten) => {
+            PathAndQuery::try_from(rewritten).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+        }
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
     let (hash, set_cookie) = hash_key(
         &cluster.config,
         &parts.headers,
-        &path_and_query,
+        path_and_query.as_str(),
         ctx.conn.peer_addr,
     );
     let prepared = Prepared {

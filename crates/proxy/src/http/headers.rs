@@ -48,13 +48,22 @@ pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
     }
 }
 
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
+/// Header names of the per-request path, parsed once (a `&str` key is parsed and hashed on
+/// every lookup).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    http::header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `TE` is kept
@@ -77,8 +86,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for h in HOP_BY_HOP {
-        if keep_upgrade && (h == "connection" || h == "upgrade") {
+    for h in &HOP_BY_HOP {
+        if keep_upgrade && (h == http::header::CONNECTION || h == http::header::UPGRADE) {
             continue;
         }
         headers.remove(h);
@@ -132,26 +141,26 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Appends the peer to `x-forwarded-for` and sets `x-forwarded-proto` (Envoy with
 /// `use_remote_address`, as Istio configures gateways).
 pub fn add_forwarding(headers: &mut HeaderMap, peer: std::net::IpAddr, scheme: &'static str) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
         _ => peer.to_string(),
     };
-    headers.remove("x-forwarded-for");
+    headers.remove(X_FORWARDED_FOR);
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
 
 /// Ensures an `x-request-id` (a random UUID v4 when the client sent none) and returns it.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get("x-request-id") {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
         if !v.is_empty() {
             return v.clone();
         }
     }
     let v = HeaderValue::from_bytes(&uuid_v4_bytes()).expect("uuid is a valid header value");
-    headers.insert("x-request-id", v.clone());
+    headers.insert(X_REQUEST_ID, v.clone());
     v
 }
 

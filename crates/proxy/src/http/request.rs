@@ -136,7 +136,7 @@ pub async fn handle(
 
     log.request_id = Some(headers::ensure_request_id(&mut parts.headers));
     headers::add_forwarding(&mut parts.headers, conn.peer_addr.ip(), scheme_str);
-    log.forwarded_for = parts.headers.get("x-forwarded-for").cloned();
+    log.forwarded_for = parts.headers.get(headers::X_FORWARDED_FOR).cloned();
 
     // 3. x-forwarded-client-cert
     if conn.peer_cert_sha256.is_some() {

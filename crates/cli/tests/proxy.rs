@@ -214,6 +214,7 @@ fn compiler_is_scaffold() -> bool {
         labels: Default::default(),
         service_account: "default".into(),
         ip: None,
+        locality: None,
     };
     trellis_model::compile::compile(&[], &trellis_api::MeshConfig::default(), &target, "1")
         .is_err_and(|e| e.to_string().contains("not written yet"))

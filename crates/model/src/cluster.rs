@@ -30,8 +30,8 @@ use trellis_api::host::host_matches;
 use trellis_api::mesh::H2UpgradePolicy as MeshH2Upgrade;
 use trellis_api::networking::{
     ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection as IstioOutlier, Protocol, SimpleLB, Subset,
-    TrafficPolicy,
+    LoadBalancerSettings, LocalityLoadBalancerSetting, OutlierDetection as IstioOutlier, Protocol,
+    SimpleLB, Subset, TrafficPolicy,
 };
 use trellis_api::{MeshConfig, Object, Resource};
 
@@ -298,6 +298,8 @@ pub struct ClusterRequest<'s> {
     pub rule: Option<&'s AppliedRule>,
     /// The proxy's namespace (DestinationRule `credentialName` secrets live there).
     pub proxy_namespace: &'s str,
+    /// The proxy's `region/zone/subzone`, when known (locality load balancing).
+    pub proxy_locality: Option<&'s str>,
 }
 
 /// Builds a cluster and its endpoints; warnings say what could not be honoured.
@@ -444,7 +446,7 @@ pub fn build_cluster(
         }
     };
 
-    let endpoints = match (discovery, req.service) {
+    let mut endpoints = match (discovery, req.service) {
         (Discovery::OriginalDst, _) | (_, None) => Vec::new(),
         (_, Some(svc)) => match req.subset {
             None => svc.endpoints(req.port, None),
@@ -460,6 +462,30 @@ pub fn build_cluster(
             },
         },
     };
+
+    // Locality LB: the DestinationRule's setting, else the mesh's (on by default).
+    let mesh_locality = mesh
+        .locality_lb_setting
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<LocalityLoadBalancerSetting>(v.clone()).ok());
+    let locality_setting = policy
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .or(mesh_locality.as_ref());
+    if let Some(setting) = locality_setting {
+        let mesh_off = mesh_locality
+            .as_ref()
+            .is_some_and(|m| m.enabled == Some(false));
+        if !(mesh_off && setting.enabled.is_none()) {
+            crate::locality::apply(
+                &mut endpoints,
+                req.proxy_locality,
+                setting,
+                policy.outlier_detection.is_some(),
+            );
+        }
+    }
 
     let cluster = Cluster {
         name,
@@ -771,6 +797,7 @@ spec:
                     service: None,
                     rule: Some(&rule),
                     proxy_namespace: "ns",
+                    proxy_locality: None,
                 },
                 &mesh,
             )
@@ -882,6 +909,7 @@ spec:
                     service: svc,
                     rule: rule.as_ref(),
                     proxy_namespace: "other",
+                    proxy_locality: None,
                 },
                 &mesh,
             )

@@ -38,6 +38,8 @@ pub struct ProxyTarget {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub ip: Option<IpAddr>,
+    /// `region/zone/subzone`, when known.
+    pub locality: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,6 +88,7 @@ pub fn find_target(
         name: w.name.clone(),
         labels: w.labels.clone(),
         service_account: w.service_account.clone(),
+        locality: w.locality.clone(),
         ip: match &w.address {
             Some(InstanceAddress::Ip(ip)) => Some(*ip),
             _ => None,
@@ -245,6 +248,7 @@ impl<'a> Compiler<'a> {
                     service,
                     rule: rule.as_ref(),
                     proxy_namespace: &self.target.namespace,
+                    proxy_locality: self.target.locality.as_deref(),
                 },
                 self.mesh,
             )
@@ -343,6 +347,7 @@ impl<'a> Compiler<'a> {
                 labels: t.labels.clone(),
                 service_account: t.service_account.clone(),
                 ip: t.ip,
+                locality: t.locality.clone(),
             },
             mesh: MeshSettings {
                 trust_domain: self.mesh.trust_domain.clone(),

@@ -24,6 +24,8 @@ pub struct NodeInfo {
     pub service_account: String,
     /// The workload's own address when known (sidecars).
     pub ip: Option<IpAddr>,
+    /// `region/zone/subzone`, when known (locality load balancing).
+    pub locality: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -556,6 +558,8 @@ pub struct Endpoint {
     /// Whether the endpoint has a sidecar (auto-mTLS sends mTLS only to those).
     pub mesh: bool,
     pub locality: Option<String>,
+    /// Envoy priority (0 = best): locality failover (`locality`).
+    pub priority: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

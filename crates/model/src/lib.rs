@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod compile;
 pub mod config;
 mod gateway;
+pub mod locality;
 pub mod normalize;
 pub mod peer_authn;
 pub mod registry;

@@ -205,6 +205,7 @@ impl Service {
                 identity: inst.identity.clone(),
                 mesh: inst.mesh,
                 locality: inst.locality.clone(),
+                priority: 0,
             });
         }
         out
@@ -405,7 +406,7 @@ pub fn workloads(resources: &[Resource]) -> Vec<Workload> {
                     ports: container_ports(spec),
                     mesh: namespaces.injected(r.ns(), &r.labels, &r.annotations),
                     weight: 1,
-                    locality: None,
+                    locality: label_locality(&r.labels),
                 });
             }
             Object::Deployment(d) => {
@@ -419,12 +420,12 @@ pub fn workloads(resources: &[Resource]) -> Vec<Workload> {
                     namespace: r.ns().to_string(),
                     name: r.name.clone(),
                     mesh: namespaces.injected(r.ns(), &labels, &annotations),
+                    locality: label_locality(&labels),
                     labels,
                     service_account: service_account(spec),
                     address: None,
                     ports: container_ports(spec),
                     weight: 1,
-                    locality: None,
                 });
             }
             Object::WorkloadEntry(we) => {
@@ -962,6 +963,16 @@ fn service_entry(
         });
     }
     out
+}
+
+/// A pod's locality from its `istio-locality` label (`region.zone.subzone`: label values
+/// cannot hold `/`), as `region/zone/subzone`. Istio otherwise reads the node's topology
+/// labels, which manifests do not carry.
+pub fn label_locality(labels: &BTreeMap<String, String>) -> Option<String> {
+    labels
+        .get("istio-locality")
+        .filter(|v| !v.is_empty())
+        .map(|v| v.replace('.', "/"))
 }
 
 #[cfg(test)]

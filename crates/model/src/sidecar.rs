@@ -555,6 +555,7 @@ impl<'a> Compiler<'a> {
                         identity: None,
                         mesh: false,
                         locality: None,
+                        priority: 0,
                     }],
                 }),
             );

@@ -1592,6 +1592,7 @@ spec:
         labels: Default::default(),
         service_account: "default".into(),
         ip: None,
+        locality: None,
     };
     let c = compile(&res, &MeshConfig::default(), &target, "1").unwrap();
     assert!(c.listeners.is_empty() && !c.warnings.is_empty());
@@ -1796,4 +1797,80 @@ spec:
     );
     assert!(!p.fail_open);
     assert_eq!(p.status_on_error, 403);
+}
+
+/// Locality failover from manifests: the client's locality (its `istio-locality` label), the
+/// endpoints' (WorkloadEntry `locality`), and a DestinationRule with outlier detection.
+#[test]
+fn locality_failover_priorities_from_manifests() {
+    let yaml = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  namespace: app
+  labels: {app: client, istio-locality: us-west.zone1.a}
+spec: {containers: [{name: c, image: c}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: quotes, namespace: app}
+spec:
+  hosts: [quotes.app.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: quotes}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: q-local, namespace: app}
+spec: {address: 10.0.0.1, labels: {app: quotes}, locality: us-west/zone1/a}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: q-zone, namespace: app}
+spec: {address: 10.0.0.2, labels: {app: quotes}, locality: us-west/zone2/a}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: q-remote, namespace: app}
+spec: {address: 10.0.0.3, labels: {app: quotes}, locality: eu-west/zone1/a}
+";
+    let with_outlier = "
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: quotes, namespace: app}
+spec:
+  host: quotes.app.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s}
+";
+    let priorities = |c: &ProxyConfig| -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = c.endpoints["outbound|80||quotes.app.svc.cluster.local"]
+            .endpoints
+            .iter()
+            .map(|e| match &e.address {
+                EndpointAddress::Socket(a) => (a.ip().to_string(), e.priority),
+                EndpointAddress::Dns { host, .. } => (host.clone(), e.priority),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let res = load(&format!("{yaml}{with_outlier}"));
+    let c = compile_for(&res, "app/client");
+    assert_eq!(c.node.locality.as_deref(), Some("us-west/zone1/a"));
+    assert_eq!(
+        priorities(&c),
+        [
+            ("10.0.0.1".to_string(), 0),
+            ("10.0.0.2".to_string(), 1),
+            ("10.0.0.3".to_string(), 2)
+        ]
+    );
+    // Without outlier detection nothing would ever fail over: Istio sets no priorities.
+    let c = compile_for(&load(yaml), "app/client");
+    assert!(priorities(&c).iter().all(|(_, p)| *p == 0));
 }

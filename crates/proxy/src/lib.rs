@@ -47,6 +47,7 @@ pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
             labels: Default::default(),
             service_account: "default".into(),
             ip: None,
+            locality: None,
         },
         mesh: MeshSettings {
             trust_domain: "cluster.local".into(),

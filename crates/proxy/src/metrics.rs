@@ -1241,6 +1241,7 @@ mod tests {
             identity: id.map(Into::into),
             mesh,
             locality: None,
+            priority: 0,
         };
         c.endpoints.insert(
             ratings.name.clone(),

@@ -408,6 +408,72 @@ async fn under_min_health_percent_ejected_hosts_get_traffic_again() {
 }
 
 #[tokio::test]
+async fn locality_failover_prefers_the_best_priority_and_spills_when_it_fails() {
+    // Priorities as the model's locality failover assigns them: two local endpoints (0), one
+    // remote (1). The remote one gets nothing while the local ones are healthy; when one
+    // local endpoint is ejected (50% up: health 70) the remote level takes ~30%; with both
+    // out, all of it.
+    let local_a = Upstream::echo("local-a").await;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = failing.clone();
+    let local_b = Upstream::start(
+        "local-b",
+        Arc::new(move |s: &Seen| {
+            if f.load(std::sync::atomic::Ordering::Relaxed) {
+                Reply::status(500)
+            } else {
+                echo_reply("local-b", s)
+            }
+        }),
+    )
+    .await;
+    let remote = Upstream::echo("remote").await;
+    let mut c = cluster("svc");
+    c.lb = LbPolicy::RoundRobin;
+    c.outlier = Some(OutlierDetection {
+        consecutive_5xx: Some(1),
+        consecutive_gateway_errors: None,
+        interval: Duration::from_secs(1),
+        base_ejection_time: Duration::from_secs(60),
+        max_ejection_percent: 100,
+        min_health_percent: 0,
+    });
+    let mut cfg = one_route(
+        route("r", vec![], to("svc")),
+        vec![(c, vec![local_a.addr, local_b.addr, remote.addr])],
+    );
+    let eps = cfg.endpoints.get_mut("svc").unwrap();
+    let eps = Arc::make_mut(eps);
+    eps.endpoints[2].priority = 1;
+    let p = Proxy::start(cfg).await;
+    let mut cl = H1Client::connect(p.addr).await;
+    for _ in 0..100 {
+        assert_eq!(cl.get("x", "/", &[]).await.status, 200);
+    }
+    assert_eq!(
+        remote.hits(),
+        0,
+        "healthy local level: nothing to the remote one"
+    );
+    // local-b fails: its first 500 ejects it.
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let before = local_b.hits();
+    while local_b.hits() == before {
+        cl.get("x", "/", &[]).await;
+    }
+    let base = remote.hits();
+    let n = 400;
+    for _ in 0..n {
+        assert_eq!(cl.get("x", "/", &[]).await.status, 200);
+    }
+    let spilled = remote.hits() - base;
+    assert!(
+        (80..=160).contains(&spilled),
+        "~30% spills to the next priority with half the local level out: {spilled} of {n}"
+    );
+}
+
+#[tokio::test]
 async fn round_robin_alternates_and_hash_sticks() {
     let ups = [
         Upstream::echo("u0").await,

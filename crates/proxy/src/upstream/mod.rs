@@ -157,8 +157,11 @@ impl Candidate for Arc<Host> {
 
 /// The endpoints of a cluster at one moment, with their precomputed LB schedule.
 pub struct EndpointSet {
+    /// Ordered by priority (locality failover), best first.
     pub hosts: Vec<Arc<Host>>,
     schedule: Schedule,
+    /// With several priorities: each level's hosts (a range of `hosts`) and schedule.
+    levels: Vec<(std::ops::Range<usize>, Schedule)>,
     /// Identity of the `ClusterEndpoints` this was built from (pointer), 0 for none.
     source: usize,
     resolved_at: Instant,
@@ -270,6 +273,7 @@ impl ClusterRuntime {
             set: ArcSwap::from_pointee(EndpointSet {
                 hosts: Vec::new(),
                 schedule: Schedule::default(),
+                levels: Vec::new(),
                 source: usize::MAX,
                 resolved_at: Instant::now(),
                 has_dns: false,
@@ -326,6 +330,7 @@ impl ClusterRuntime {
             let hosts = vec![host];
             return Arc::new(EndpointSet {
                 schedule: Schedule::new(&hosts, None),
+                levels: Vec::new(),
                 hosts,
                 source: 0,
                 resolved_at: Instant::now(),
@@ -358,6 +363,7 @@ impl ClusterRuntime {
             None => Arc::new(EndpointSet {
                 hosts: Vec::new(),
                 schedule: Schedule::default(),
+                levels: Vec::new(),
                 source,
                 resolved_at: Instant::now(),
                 has_dns: true,
@@ -375,12 +381,12 @@ impl ClusterRuntime {
         eps: Option<&Arc<ClusterEndpoints>>,
         source: usize,
     ) -> Option<EndpointSet> {
-        let mut addrs: Vec<(SocketAddr, u32, bool)> = Vec::new();
+        let mut addrs: Vec<(SocketAddr, u32, bool, u32)> = Vec::new();
         let mut has_dns = false;
         let mut dns_failed = false;
         for ep in eps.map(|e| e.endpoints.as_slice()).unwrap_or_default() {
             match &ep.address {
-                EndpointAddress::Socket(a) => addrs.push((*a, ep.weight, ep.mesh)),
+                EndpointAddress::Socket(a) => addrs.push((*a, ep.weight, ep.mesh, ep.priority)),
                 EndpointAddress::Dns { host, port } => {
                     has_dns = true;
                     let lookup = tokio::net::lookup_host((host.as_str(), *port));
@@ -388,8 +394,8 @@ impl ClusterRuntime {
                         Ok(Ok(it)) => {
                             // STRICT_DNS: every address is an endpoint.
                             for a in it {
-                                if !addrs.iter().any(|(x, _, _)| *x == a) {
-                                    addrs.push((a, ep.weight, ep.mesh));
+                                if !addrs.iter().any(|(x, ..)| *x == a) {
+                                    addrs.push((a, ep.weight, ep.mesh, ep.priority));
                                 }
                             }
                         }
@@ -408,12 +414,33 @@ impl ClusterRuntime {
         if dns_failed && addrs.is_empty() {
             return None;
         }
+        addrs.sort_by_key(|(.., priority)| *priority);
+        let mut levels = Vec::new();
+        let mut start = 0;
+        for i in 1..=addrs.len() {
+            if i == addrs.len() || addrs[i].3 != addrs[start].3 {
+                levels.push(start..i);
+                start = i;
+            }
+        }
         let hosts: Vec<Arc<Host>> = addrs
             .into_iter()
-            .map(|(a, w, m)| self.host(a, w, m))
+            .map(|(a, w, m, _)| self.host(a, w, m))
             .collect();
+        let levels = if levels.len() > 1 {
+            levels
+                .into_iter()
+                .map(|r| {
+                    let schedule = Schedule::new(&hosts[r.clone()], self.hash_kind());
+                    (r, schedule)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(EndpointSet {
             schedule: Schedule::new(&hosts, self.hash_kind()),
+            levels,
             hosts,
             source,
             resolved_at: Instant::now(),
@@ -441,16 +468,42 @@ impl ClusterRuntime {
             .outlier
             .as_ref()
             .map_or(0, |o| o.min_health_percent);
-        let panic = lb::in_panic(&set.hosts, min_health);
-        let i = lb::choose_among(
-            &set.hosts,
-            &set.schedule,
-            algorithm,
-            &self.rr,
-            avoid,
-            !panic,
-        )?;
-        Some(set.hosts[i].clone())
+        if set.levels.is_empty() {
+            let panic = lb::in_panic(&set.hosts, min_health);
+            let i = lb::choose_among(
+                &set.hosts,
+                &set.schedule,
+                algorithm,
+                &self.rr,
+                avoid,
+                !panic,
+            )?;
+            return Some(set.hosts[i].clone());
+        }
+        // Locality failover: a level by Envoy's priority load, then the others in order.
+        let counts: Vec<(usize, usize)> = set
+            .levels
+            .iter()
+            .map(|(r, _)| {
+                let hosts = &set.hosts[r.clone()];
+                (
+                    hosts.iter().filter(|h| !h.unavailable()).count(),
+                    hosts.len(),
+                )
+            })
+            .collect();
+        let loads = lb::priority_loads(&counts);
+        let first = lb::level_for(&loads, rand::random_range(0..100)).unwrap_or(0);
+        let order = std::iter::once(first).chain((0..set.levels.len()).filter(|&l| l != first));
+        for l in order {
+            let (range, schedule) = &set.levels[l];
+            let hosts = &set.hosts[range.clone()];
+            let panic = lb::in_panic(hosts, min_health);
+            if let Some(i) = lb::choose_among(hosts, schedule, algorithm, &self.rr, avoid, !panic) {
+                return Some(hosts[i].clone());
+            }
+        }
+        None
     }
 
     /// Claims circuit-breaker capacity for one request: `http2MaxRequests` (all requests),
@@ -716,6 +769,7 @@ mod tests {
             identity: None,
             mesh: false,
             locality: None,
+            priority: 0,
         };
         let rt = ClusterRuntime::new(c);
         let mut cfg = crate::test_config();

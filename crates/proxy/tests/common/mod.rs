@@ -35,6 +35,7 @@ pub fn base_config() -> ProxyConfig {
             labels: BTreeMap::new(),
             service_account: "default".into(),
             ip: None,
+            locality: None,
         },
         mesh: MeshSettings {
             trust_domain: "cluster.local".into(),
@@ -79,6 +80,7 @@ pub fn endpoint(addr: SocketAddr) -> Endpoint {
         identity: None,
         mesh: false,
         locality: None,
+        priority: 0,
     }
 }
 

@@ -84,6 +84,7 @@ pub fn node() -> NodeInfo {
         labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
         service_account: "istio-ingressgateway".into(),
         ip: None,
+        locality: None,
     }
 }
 
@@ -153,6 +154,7 @@ pub fn config(
                     identity: None,
                     mesh: false,
                     locality: None,
+                    priority: 0,
                 }],
             }),
         )]),

@@ -298,8 +298,9 @@ pub struct ClusterRequest<'s> {
     pub rule: Option<&'s AppliedRule>,
     /// The proxy's namespace (DestinationRule `credentialName` secrets live there).
     pub proxy_namespace: &'s str,
-    /// The proxy's `region/zone/subzone`, when known (locality load balancing).
+    /// The proxy's `region/zone/subzone`, when known, and labels (locality load balancing).
     pub proxy_locality: Option<&'s str>,
+    pub proxy_labels: &'s BTreeMap<String, String>,
 }
 
 /// Builds a cluster and its endpoints; warnings say what could not be honoured.
@@ -480,7 +481,10 @@ pub fn build_cluster(
         if !(mesh_off && setting.enabled.is_none()) {
             crate::locality::apply(
                 &mut endpoints,
-                req.proxy_locality,
+                &crate::locality::ProxyPlace {
+                    locality: req.proxy_locality,
+                    labels: req.proxy_labels,
+                },
                 setting,
                 policy.outlier_detection.is_some(),
             );
@@ -798,6 +802,7 @@ spec:
                     rule: Some(&rule),
                     proxy_namespace: "ns",
                     proxy_locality: None,
+                    proxy_labels: &BTreeMap::new(),
                 },
                 &mesh,
             )
@@ -910,6 +915,7 @@ spec:
                     rule: rule.as_ref(),
                     proxy_namespace: "other",
                     proxy_locality: None,
+                    proxy_labels: &BTreeMap::new(),
                 },
                 &mesh,
             )

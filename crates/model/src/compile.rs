@@ -249,6 +249,7 @@ impl<'a> Compiler<'a> {
                     rule: rule.as_ref(),
                     proxy_namespace: &self.target.namespace,
                     proxy_locality: self.target.locality.as_deref(),
+                    proxy_labels: &self.target.labels,
                 },
                 self.mesh,
             )

@@ -6,14 +6,21 @@
 //!   leaves priorities alone). Endpoints get Envoy priorities by how much of the proxy's
 //!   locality they share: region, zone and subzone → 0; region and zone → 1; region → 2;
 //!   another region → 3, or 4 when a `failover` rule from the proxy's region names a different
-//!   target region. Priorities are then renumbered 0..n without gaps. The proxy sends to the
-//!   best priority while it is healthy and spills to the next as endpoints are ejected.
+//!   target region. With `failoverPriority` (an ordered list of labels), endpoints are first
+//!   ranked by how many leading labels they share with the proxy (all: 0, none: n); with
+//!   `failover` as well the locality rank refines that (`label rank × 5 + locality rank`).
+//!   The topology labels `topology.kubernetes.io/region`, `.../zone` and
+//!   `topology.istio.io/subzone` come from the locality when not set. Priorities are then
+//!   renumbered 0..n without gaps. The proxy sends to the best priority while it is healthy
+//!   and spills to the next as endpoints are ejected.
 //! - **distribute**: the first rule whose `from` matches the proxy's locality gives each
 //!   destination locality its share; endpoints in a locality no `to` key matches get none.
 //!   The share is split across the endpoints of the matched localities by their weights.
 //!
 //! A locality is `region/zone/subzone`; patterns may end in `*` per segment. Without a known
 //! proxy locality nothing changes. Pure: endpoints in, priorities and weights out.
+
+use std::collections::BTreeMap;
 
 use trellis_api::networking::LocalityLoadBalancerSetting;
 
@@ -61,24 +68,86 @@ fn lb_priority(proxy: &str, endpoint: &str) -> u32 {
     }
 }
 
-/// Applies the setting to one cluster's endpoints for a proxy in `proxy_locality`.
-/// `outlier_detection` says whether the cluster has outlier detection (failover needs it).
+/// The proxy a cluster is built for, as locality load balancing sees it.
+pub struct ProxyPlace<'a> {
+    /// `region/zone/subzone`, when known.
+    pub locality: Option<&'a str>,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+const TOPOLOGY_KEYS: [&str; 3] = [
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+];
+
+/// A label for `failoverPriority`: the label itself, else a topology key from the locality.
+fn label_value<'a>(
+    labels: &'a BTreeMap<String, String>,
+    locality: Option<&'a str>,
+    key: &str,
+) -> Option<&'a str> {
+    if let Some(v) = labels.get(key) {
+        return Some(v);
+    }
+    let i = TOPOLOGY_KEYS.iter().position(|k| *k == key)?;
+    Some(segments(locality?)[i]).filter(|v| !v.is_empty())
+}
+
+/// Applies the setting to one cluster's endpoints for `proxy`. `outlier_detection` says
+/// whether the cluster has outlier detection (failover needs it).
 pub fn apply(
     endpoints: &mut Vec<Endpoint>,
-    proxy_locality: Option<&str>,
+    proxy: &ProxyPlace<'_>,
     setting: &LocalityLoadBalancerSetting,
     outlier_detection: bool,
 ) {
-    let Some(proxy) = proxy_locality.filter(|l| !l.is_empty()) else {
-        return;
-    };
     if setting.enabled == Some(false) || endpoints.is_empty() {
         return;
     }
+    let locality = proxy.locality.filter(|l| !l.is_empty());
     if !setting.distribute.is_empty() {
-        distribute(endpoints, proxy, setting);
-    } else if outlier_detection {
-        failover(endpoints, proxy, setting);
+        if let Some(l) = locality {
+            distribute(endpoints, l, setting);
+        }
+        return;
+    }
+    if !outlier_detection {
+        return;
+    }
+    let by_labels = !setting.failover_priority.is_empty();
+    if by_labels {
+        label_failover(endpoints, proxy, &setting.failover_priority);
+    }
+    if !by_labels || !setting.failover.is_empty() {
+        if let Some(l) = locality {
+            failover(endpoints, l, setting);
+        }
+    }
+    compact(endpoints);
+}
+
+/// `failoverPriority`: rank = labels listed minus the leading ones the endpoint shares.
+fn label_failover(endpoints: &mut [Endpoint], proxy: &ProxyPlace<'_>, keys: &[String]) {
+    for e in endpoints.iter_mut() {
+        let shared = keys
+            .iter()
+            .take_while(|k| {
+                let mine = label_value(proxy.labels, proxy.locality, k);
+                mine.is_some() && mine == label_value(&e.labels, e.locality.as_deref(), k)
+            })
+            .count();
+        e.priority = (keys.len() - shared) as u32;
+    }
+}
+
+/// Renumbers priorities 0..n without gaps, keeping their order (Envoy wants no gaps).
+fn compact(endpoints: &mut [Endpoint]) {
+    let mut used: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+    used.sort_unstable();
+    used.dedup();
+    for e in endpoints.iter_mut() {
+        e.priority = used.iter().position(|u| *u == e.priority).unwrap_or(0) as u32;
     }
 }
 
@@ -119,10 +188,10 @@ fn distribute(endpoints: &mut Vec<Endpoint>, proxy: &str, setting: &LocalityLoad
     }
 }
 
+/// Locality ranks, on top of any label rank already set (`rank × 5 + locality rank`).
 fn failover(endpoints: &mut [Endpoint], proxy: &str, setting: &LocalityLoadBalancerSetting) {
     let proxy_region = segments(proxy)[0];
-    let mut raw: Vec<u32> = Vec::with_capacity(endpoints.len());
-    for e in endpoints.iter() {
+    for e in endpoints.iter_mut() {
         let loc = e.locality.as_deref().unwrap_or("");
         let mut p = lb_priority(proxy, loc);
         if p == 3 {
@@ -136,14 +205,7 @@ fn failover(endpoints: &mut [Endpoint], proxy: &str, setting: &LocalityLoadBalan
                 }
             }
         }
-        raw.push(p);
-    }
-    // Envoy wants priorities 0..n without gaps.
-    let mut used: Vec<u32> = raw.clone();
-    used.sort_unstable();
-    used.dedup();
-    for (e, p) in endpoints.iter_mut().zip(raw) {
-        e.priority = used.iter().position(|u| *u == p).unwrap_or(0) as u32;
+        e.priority = e.priority * 5 + p;
     }
 }
 
@@ -151,8 +213,15 @@ fn failover(endpoints: &mut [Endpoint], proxy: &str, setting: &LocalityLoadBalan
 mod tests {
     use super::*;
     use crate::config::EndpointAddress;
-    use std::collections::BTreeMap;
     use trellis_api::networking::{LocalityDistribute, LocalityFailover};
+
+    fn at(locality: Option<&str>, f: impl FnOnce(&ProxyPlace<'_>)) {
+        let labels = BTreeMap::new();
+        f(&ProxyPlace {
+            locality,
+            labels: &labels,
+        });
+    }
 
     fn ep(port: u16, locality: &str) -> Endpoint {
         Endpoint {
@@ -197,23 +266,29 @@ mod tests {
     fn failover_priorities_follow_shared_locality_and_need_outlier_detection() {
         let setting = LocalityLoadBalancerSetting::default();
         let mut e = all();
-        apply(&mut e, Some("us-west/zone1/a"), &setting, false);
+        at(Some("us-west/zone1/a"), |p| {
+            apply(&mut e, p, &setting, false)
+        });
         assert_eq!(priorities(&e), [0; 6], "no outlier detection: no failover");
-        apply(&mut e, Some("us-west/zone1/a"), &setting, true);
+        at(Some("us-west/zone1/a"), |p| {
+            apply(&mut e, p, &setting, true)
+        });
         assert_eq!(priorities(&e), [0, 1, 2, 3, 3, 3]);
         // Gaps are closed: no endpoint shares the subzone.
         let mut e = all();
-        apply(&mut e, Some("us-west/zone1/c"), &setting, true);
+        at(Some("us-west/zone1/c"), |p| {
+            apply(&mut e, p, &setting, true)
+        });
         assert_eq!(priorities(&e), [0, 0, 1, 2, 2, 2]);
         // Unknown proxy locality, or locality LB turned off: nothing.
         let mut e = all();
-        apply(&mut e, None, &setting, true);
+        at(None, |p| apply(&mut e, p, &setting, true));
         assert_eq!(priorities(&e), [0; 6]);
         let off = LocalityLoadBalancerSetting {
             enabled: Some(false),
             ..Default::default()
         };
-        apply(&mut e, Some("us-west/zone1/a"), &off, true);
+        at(Some("us-west/zone1/a"), |p| apply(&mut e, p, &off, true));
         assert_eq!(priorities(&e), [0; 6]);
     }
 
@@ -227,7 +302,9 @@ mod tests {
             ..Default::default()
         };
         let mut e = all();
-        apply(&mut e, Some("us-west/zone1/a"), &setting, true);
+        at(Some("us-west/zone1/a"), |p| {
+            apply(&mut e, p, &setting, true)
+        });
         // eu-west (3) before us-east and the unknown locality (4).
         assert_eq!(priorities(&e), [0, 1, 2, 4, 3, 4]);
     }
@@ -251,7 +328,9 @@ mod tests {
             ..Default::default()
         };
         let mut e = all();
-        apply(&mut e, Some("us-west/zone1/b"), &setting, false);
+        at(Some("us-west/zone1/b"), |p| {
+            apply(&mut e, p, &setting, false)
+        });
         let got: Vec<(u16, u32)> = e
             .iter()
             .map(|e| match e.address {
@@ -264,7 +343,39 @@ mod tests {
         assert!(e.iter().all(|e| e.priority == 0));
         // No rule for the proxy's locality: unchanged.
         let mut e = all();
-        apply(&mut e, Some("ap-south/zone1/a"), &setting, false);
+        at(Some("ap-south/zone1/a"), |p| {
+            apply(&mut e, p, &setting, false)
+        });
         assert_eq!(e, all());
+    }
+
+    #[test]
+    fn failover_priority_ranks_by_leading_shared_labels() {
+        let keys = vec![
+            "topology.istio.io/network".to_string(),
+            "topology.kubernetes.io/region".to_string(),
+            "topology.kubernetes.io/zone".to_string(),
+        ];
+        let setting = LocalityLoadBalancerSetting {
+            failover_priority: keys,
+            ..Default::default()
+        };
+        let mut e = all();
+        for (i, net) in ["n1", "n1", "n1", "n2", "n1", "n1"].iter().enumerate() {
+            e[i].labels
+                .insert("topology.istio.io/network".into(), net.to_string());
+        }
+        let labels = BTreeMap::from([("topology.istio.io/network".to_string(), "n1".to_string())]);
+        let proxy = ProxyPlace {
+            locality: Some("us-west/zone1/a"),
+            labels: &labels,
+        };
+        apply(&mut e, &proxy, &setting, true);
+        // network+region+zone: 0; network+region: 1; network only: 2; nothing: 3 → compact.
+        assert_eq!(priorities(&e), [0, 0, 1, 3, 2, 2]);
+        // No outlier detection: nothing.
+        let mut e2 = all();
+        apply(&mut e2, &proxy, &setting, false);
+        assert_eq!(priorities(&e2), [0; 6]);
     }
 }

@@ -21,9 +21,14 @@
 //! `127.0.0.1:<port>`; HTTP ports through the route table `inbound|<port>` (no retries);
 //! then a passthrough chain to `InboundPassthroughCluster`.
 //!
-//! Simplifications: egress listeners' own `port`/`bind` and `ingress` listeners of the
-//! Sidecar resource are not compiled (the union of egress hosts scopes the proxy); VirtualService
-//! hosts that are not services get no virtual host on sidecars.
+//! When the `Sidecar` resource that applies has `ingress` listeners, they replace the
+//! derived ports, as Istio: one chain per listener port, by its protocol, to its
+//! `defaultEndpoint` (`127.0.0.1:PORT`, `[::1]:PORT`, or `0.0.0.0:PORT` for the workload's own
+//! address; `unix://` sockets are not supported and are reported).
+//!
+//! Simplifications: egress listeners' own `port`/`bind`, and ingress listeners' `tls`,
+//! `connectionPool` and `bind`, are not compiled (the union of egress hosts scopes the proxy);
+//! VirtualService hosts that are not services get no virtual host on sidecars.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -136,6 +141,14 @@ fn plain_cluster(
         auto_mtls: false,
         destination_rule: None,
     }
+}
+
+/// One inbound port: how to speak to it and where the app listens.
+struct InboundPort {
+    protocol: Protocol,
+    sniffed: bool,
+    host: Option<String>,
+    app: SocketAddr,
 }
 
 impl<'a> Compiler<'a> {
@@ -484,13 +497,72 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    /// `virtualInbound`: a chain per workload port to the app on 127.0.0.1.
+    /// The Sidecar resource's `ingress` listeners as inbound ports: port -> (protocol,
+    /// sniffed, service host, where the app listens). `None` when there are none.
+    fn sidecar_ingress(&mut self) -> Option<BTreeMap<u16, InboundPort>> {
+        let (r, sidecar) = self.select_sidecar()?;
+        if sidecar.ingress.is_empty() {
+            return None;
+        }
+        let own_ip = self.target.ip;
+        let mut ports = BTreeMap::new();
+        for (i, l) in sidecar.ingress.iter().enumerate() {
+            let at = format!("Sidecar {}/{} ingress[{i}]", r.ns(), r.name);
+            let Some(port) = l.port.as_ref().and_then(|p| u16::try_from(p.number).ok()) else {
+                self.warn(format!("{at}: no valid port: skipped"));
+                continue;
+            };
+            let proto = l
+                .port
+                .as_ref()
+                .and_then(|p| p.protocol.clone().or_else(|| p.name.clone()))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let (proto, sniffed) = port_protocol(&proto, None, None);
+            let endpoint = l.default_endpoint.as_deref().unwrap_or("");
+            let target = match endpoint.parse::<SocketAddr>() {
+                Ok(a) if a.ip().is_unspecified() => {
+                    SocketAddr::new(own_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), a.port())
+                }
+                Ok(a) => a,
+                Err(_) if endpoint.is_empty() => {
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+                }
+                Err(_) => {
+                    self.warn(format!(
+                        "{at}: defaultEndpoint {endpoint:?} is not supported (expected 127.0.0.1:PORT, [::1]:PORT or 0.0.0.0:PORT): skipped"
+                    ));
+                    continue;
+                }
+            };
+            ports.insert(
+                port,
+                InboundPort {
+                    protocol: proto,
+                    sniffed,
+                    host: None,
+                    app: target,
+                },
+            );
+        }
+        Some(ports)
+    }
+
+    /// `virtualInbound`: a chain per workload port to the app on 127.0.0.1 (or per `ingress`
+    /// listener of the Sidecar resource, to its `defaultEndpoint`).
     fn build_inbound(&mut self) {
         let t = self.target;
         let workload = self.registry.workload(&t.namespace, &t.name).cloned();
+        let ingress = self.sidecar_ingress();
         // port -> (protocol, sniffed, service host)
         let mut ports: BTreeMap<u16, (Protocol, bool, Option<String>)> = BTreeMap::new();
-        if let Some(w) = &workload {
+        let mut apps: BTreeMap<u16, SocketAddr> = BTreeMap::new();
+        if let Some(ingress) = ingress {
+            for (port, p) in ingress {
+                ports.insert(port, (p.protocol, p.sniffed, p.host));
+                apps.insert(port, p.app);
+            }
+        } else if let Some(w) = &workload {
             for (name, p) in &w.ports {
                 let (proto, sniffed) = port_protocol(name, None, None);
                 ports.entry(*p).or_insert((proto, sniffed, None));
@@ -546,10 +618,11 @@ impl<'a> Compiler<'a> {
                 cluster_name.clone(),
                 Arc::new(ClusterEndpoints {
                     endpoints: vec![Endpoint {
-                        address: EndpointAddress::Socket(SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::LOCALHOST),
-                            port,
-                        )),
+                        address: EndpointAddress::Socket(
+                            apps.get(&port)
+                                .copied()
+                                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+                        ),
                         labels: t.labels.clone(),
                         weight: 1,
                         identity: None,

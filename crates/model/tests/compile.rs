@@ -1874,3 +1874,60 @@ spec:
     let c = compile_for(&load(yaml), "app/client");
     assert!(priorities(&c).iter().all(|(_, p)| *p == 0));
 }
+
+/// A Sidecar with `ingress` listeners replaces the derived inbound ports: the app listens on
+/// 8080, the mesh reaches it on 9080 (HTTP) and on 9443 (TCP, to the workload's address).
+#[test]
+fn sidecar_ingress_listeners_replace_derived_inbound_ports() {
+    let res = load(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {name: quotes, namespace: app, labels: {app: quotes}}
+spec:
+  containers: [{name: q, image: q, ports: [{containerPort: 8080, name: http}]}]
+status: {podIP: 10.1.2.3}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: quotes, namespace: app}
+spec:
+  workloadSelector: {labels: {app: quotes}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9443, protocol: TCP, name: tcp}
+    defaultEndpoint: 0.0.0.0:8443
+  - port: {number: 9999, protocol: TCP, name: sock}
+    defaultEndpoint: unix:///var/run/app.sock
+",
+    );
+    let c = compile_for(&res, "app/quotes");
+    let inbound = listener(&c, "virtualInbound");
+    let mut ports: Vec<Option<u16>> = inbound
+        .filter_chains
+        .iter()
+        .map(|f| f.filter_match.destination_port)
+        .collect();
+    ports.dedup(); // PERMISSIVE: an mTLS and a plaintext chain per port
+    assert_eq!(ports, [Some(9080), Some(9443), None], "no chain for 8080");
+    assert!(matches!(
+        &inbound.filter_chains[0].handler,
+        ChainHandler::Http(h) if h.route_table == "inbound|9080"
+    ));
+    let tcp = inbound
+        .filter_chains
+        .iter()
+        .find(|f| f.filter_match.destination_port == Some(9443))
+        .unwrap();
+    assert!(matches!(&tcp.handler, ChainHandler::Tcp(_)));
+    assert_eq!(endpoints(&c, "inbound|9080||"), vec!["127.0.0.1:8080"]);
+    assert_eq!(endpoints(&c, "inbound|9443||"), vec!["10.1.2.3:8443"]);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("unix:///var/run/app.sock")),
+        "{:?}",
+        c.warnings
+    );
+}

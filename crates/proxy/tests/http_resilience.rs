@@ -17,6 +17,26 @@ fn one_route(r: Route, clusters: Vec<(Cluster, Vec<std::net::SocketAddr>)>) -> P
     b.build()
 }
 
+/// Cluster `svc`, round robin, ejecting a host after `consecutive_5xx` 5xx for `ejection`.
+fn round_robin_with_outlier_detection(
+    consecutive_5xx: u32,
+    ejection: Duration,
+    max_ejection_percent: u32,
+    min_health_percent: u32,
+) -> Cluster {
+    let mut c = cluster("svc");
+    c.lb = LbPolicy::RoundRobin;
+    c.outlier = Some(OutlierDetection {
+        consecutive_5xx: Some(consecutive_5xx),
+        consecutive_gateway_errors: None,
+        interval: Duration::from_secs(1),
+        base_ejection_time: ejection,
+        max_ejection_percent,
+        min_health_percent,
+    });
+    c
+}
+
 /// An upstream that answers 503 to its first `fail` requests, then echoes.
 async fn flaky(name: &str, fail: usize) -> Upstream {
     let n = name.to_string();
@@ -331,16 +351,7 @@ async fn circuit_breaker_overflows_with_uo() {
 async fn outlier_detection_ejects_and_returns() {
     let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
     let good = Upstream::echo("good").await;
-    let mut c = cluster("svc");
-    c.lb = LbPolicy::RoundRobin;
-    c.outlier = Some(OutlierDetection {
-        consecutive_5xx: Some(2),
-        consecutive_gateway_errors: None,
-        interval: Duration::from_secs(1),
-        base_ejection_time: Duration::from_millis(1500),
-        max_ejection_percent: 50,
-        min_health_percent: 0,
-    });
+    let c = round_robin_with_outlier_detection(2, Duration::from_millis(1500), 50, 0);
     let p = Proxy::start(one_route(
         route("r", vec![], to("svc")),
         vec![(c, vec![bad.addr, good.addr])],
@@ -372,16 +383,7 @@ async fn under_min_health_percent_ejected_hosts_get_traffic_again() {
     // and balances over both (Envoy's healthy_panic_threshold, as Istio maps it).
     let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
     let good = Upstream::echo("good").await;
-    let mut c = cluster("svc");
-    c.lb = LbPolicy::RoundRobin;
-    c.outlier = Some(OutlierDetection {
-        consecutive_5xx: Some(2),
-        consecutive_gateway_errors: None,
-        interval: Duration::from_secs(1),
-        base_ejection_time: Duration::from_secs(60),
-        max_ejection_percent: 100,
-        min_health_percent: 60,
-    });
+    let c = round_robin_with_outlier_detection(2, Duration::from_secs(60), 100, 60);
     let p = Proxy::start(one_route(
         route("r", vec![], to("svc")),
         vec![(c, vec![bad.addr, good.addr])],
@@ -428,16 +430,7 @@ async fn locality_failover_prefers_the_best_priority_and_spills_when_it_fails() 
     )
     .await;
     let remote = Upstream::echo("remote").await;
-    let mut c = cluster("svc");
-    c.lb = LbPolicy::RoundRobin;
-    c.outlier = Some(OutlierDetection {
-        consecutive_5xx: Some(1),
-        consecutive_gateway_errors: None,
-        interval: Duration::from_secs(1),
-        base_ejection_time: Duration::from_secs(60),
-        max_ejection_percent: 100,
-        min_health_percent: 0,
-    });
+    let c = round_robin_with_outlier_detection(1, Duration::from_secs(60), 100, 0);
     let mut cfg = one_route(
         route("r", vec![], to("svc")),
         vec![(c, vec![local_a.addr, local_b.addr, remote.addr])],

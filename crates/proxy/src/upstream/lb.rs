@@ -195,48 +195,41 @@ pub fn choose_among<C: Candidate>(
 /// traffic until fewer than 1/1.4 ≈ 71% of its hosts are available.
 const OVERPROVISIONING: u64 = 140;
 
-/// Share of traffic (percent, summing to 100 when any host is available) for each priority
-/// level, from `(available, total)` hosts per level, best level first: Envoy's priority
-/// load. Each level's health is `min(100, 1.4 × available / total)`; a level takes what
-/// its health allows of what better levels left, normalized by the total health when that is
-/// under 100.
-pub fn priority_loads(levels: &[(usize, usize)]) -> Vec<u32> {
-    let health: Vec<u64> = levels
-        .iter()
-        .map(|&(up, total)| {
-            if total == 0 {
-                0
-            } else {
-                (OVERPROVISIONING * up as u64 / total as u64).min(100)
-            }
-        })
-        .collect();
-    let total: u64 = health.iter().sum::<u64>().min(100);
-    let mut remaining = 100u64;
-    health
-        .iter()
-        .map(|&h| {
-            if total == 0 {
-                return 0;
-            }
-            let load = (h * 100 / total).min(remaining);
-            remaining -= load;
-            load as u32
-        })
-        .collect()
+/// Health of a priority level (percent): `min(100, 1.4 × available / total)`.
+fn level_health((available, total): (usize, usize)) -> u64 {
+    if total == 0 {
+        0
+    } else {
+        (OVERPROVISIONING * available as u64 / total as u64).min(100)
+    }
 }
 
-/// The level a draw `r` in `0..100` falls in under `loads`; `None` when every load is 0.
-pub fn level_for(loads: &[u32], r: u32) -> Option<usize> {
-    let mut acc = 0;
-    for (i, &l) in loads.iter().enumerate() {
-        acc += l;
-        if r < acc {
+/// Envoy's priority load: the level a draw `r` in `0..100` falls in, from `(available,
+/// total)` hosts per level, best first. A level takes what its health allows of what better
+/// levels left, normalized by the total health when that is under 100. `None` when no level
+/// has an available host. Allocation-free: called per request.
+pub fn pick_level<I>(levels: I, r: u32) -> Option<usize>
+where
+    I: Iterator<Item = (usize, usize)> + Clone,
+{
+    let total: u64 = levels.clone().map(level_health).sum::<u64>().min(100);
+    if total == 0 {
+        return None;
+    }
+    let (mut remaining, mut acc, mut last) = (100u64, 0u64, None);
+    for (i, level) in levels.enumerate() {
+        let load = (level_health(level) * 100 / total).min(remaining);
+        remaining -= load;
+        acc += load;
+        if load > 0 {
+            last = Some(i);
+        }
+        if u64::from(r) < acc {
             return Some(i);
         }
     }
     // Rounding left a gap at the top: the last level with any load.
-    loads.iter().rposition(|&l| l > 0)
+    last
 }
 
 /// Random (or round-robin) index among acceptable hosts: a few draws, then a scan.
@@ -479,24 +472,30 @@ mod tests {
 
     #[test]
     fn priority_load_spills_as_hosts_fail() {
+        // The share of the 100 draws each level gets.
+        let loads = |levels: &[(usize, usize)]| {
+            let mut share = vec![0; levels.len()];
+            for r in 0..100 {
+                if let Some(l) = pick_level(levels.iter().copied(), r) {
+                    share[l] += 1;
+                }
+            }
+            share
+        };
         // All healthy: everything to the best level.
-        assert_eq!(priority_loads(&[(4, 4), (4, 4)]), [100, 0]);
+        assert_eq!(loads(&[(4, 4), (4, 4)]), [100, 0]);
         // 3 of 4 up: 1.4 × 75% ≥ 100%, still everything (overprovisioning).
-        assert_eq!(priority_loads(&[(3, 4), (4, 4)]), [100, 0]);
+        assert_eq!(loads(&[(3, 4), (4, 4)]), [100, 0]);
         // 2 of 4 up: health 70, the next level takes the remaining 30.
-        assert_eq!(priority_loads(&[(2, 4), (4, 4)]), [70, 30]);
+        assert_eq!(loads(&[(2, 4), (4, 4)]), [70, 30]);
         // None up: all to the next level; then the one after.
-        assert_eq!(priority_loads(&[(0, 4), (4, 4)]), [0, 100]);
-        assert_eq!(priority_loads(&[(0, 2), (0, 2), (1, 1)]), [0, 0, 100]);
+        assert_eq!(loads(&[(0, 4), (4, 4)]), [0, 100]);
+        assert_eq!(loads(&[(0, 2), (0, 2), (1, 1)]), [0, 0, 100]);
         // Total health under 100: normalized (Envoy's normalized total health).
-        assert_eq!(priority_loads(&[(1, 4), (1, 4)]), [50, 50]);
+        assert_eq!(loads(&[(1, 4), (1, 4)]), [50, 50]);
+        // Rounding (three levels of 33): the top draw goes to the last level with load.
+        assert_eq!(loads(&[(1, 6), (1, 6), (1, 6)]), [33, 33, 34]);
         // Nothing available anywhere.
-        assert_eq!(priority_loads(&[(0, 1), (0, 3)]), [0, 0]);
-        assert_eq!(level_for(&[70, 30], 0), Some(0));
-        assert_eq!(level_for(&[70, 30], 69), Some(0));
-        assert_eq!(level_for(&[70, 30], 70), Some(1));
-        assert_eq!(level_for(&[0, 100], 5), Some(1));
-        assert_eq!(level_for(&[33, 33, 33], 99), Some(2));
-        assert_eq!(level_for(&[0, 0], 10), None);
+        assert_eq!(pick_level([(0, 1), (0, 3)].into_iter(), 10), None);
     }
 }

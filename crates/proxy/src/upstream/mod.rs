@@ -481,19 +481,14 @@ impl ClusterRuntime {
             return Some(set.hosts[i].clone());
         }
         // Locality failover: a level by Envoy's priority load, then the others in order.
-        let counts: Vec<(usize, usize)> = set
-            .levels
-            .iter()
-            .map(|(r, _)| {
-                let hosts = &set.hosts[r.clone()];
-                (
-                    hosts.iter().filter(|h| !h.unavailable()).count(),
-                    hosts.len(),
-                )
-            })
-            .collect();
-        let loads = lb::priority_loads(&counts);
-        let first = lb::level_for(&loads, rand::random_range(0..100)).unwrap_or(0);
+        let counts = set.levels.iter().map(|(r, _)| {
+            let hosts = &set.hosts[r.clone()];
+            (
+                hosts.iter().filter(|h| !h.unavailable()).count(),
+                hosts.len(),
+            )
+        });
+        let first = lb::pick_level(counts, rand::random_range(0..100)).unwrap_or(0);
         let order = std::iter::once(first).chain((0..set.levels.len()).filter(|&l| l != first));
         for l in order {
             let (range, schedule) = &set.levels[l];

@@ -159,12 +159,12 @@ fn distribute(endpoints: &mut Vec<Endpoint>, proxy: &str, setting: &LocalityLoad
     }) else {
         return;
     };
-    let locality_of = |e: &Endpoint| e.locality.clone().unwrap_or_default();
     let mut share: Vec<Option<u64>> = vec![None; endpoints.len()];
     for (pattern, weight) in &rule.to {
         let matched: Vec<usize> = (0..endpoints.len())
             .filter(|&i| {
-                share[i].is_none() && locality_matches(&locality_of(&endpoints[i]), pattern)
+                share[i].is_none()
+                    && locality_matches(endpoints[i].locality.as_deref().unwrap_or(""), pattern)
             })
             .collect();
         let total: u64 = matched
@@ -176,16 +176,15 @@ fn distribute(endpoints: &mut Vec<Endpoint>, proxy: &str, setting: &LocalityLoad
             share[i] = Some(w.div_ceil(total.max(1)));
         }
     }
-    let mut i = 0;
-    endpoints.retain(|_| {
-        let keep = share[i].is_some_and(|w| w > 0);
-        i += 1;
-        keep
-    });
-    let kept: Vec<u64> = share.into_iter().flatten().filter(|w| *w > 0).collect();
-    for (e, w) in endpoints.iter_mut().zip(kept) {
-        e.weight = u32::try_from(w).unwrap_or(u32::MAX);
-    }
+    // Endpoints in a locality no `to` key matches (or with no share) get no traffic.
+    *endpoints = std::mem::take(endpoints)
+        .into_iter()
+        .zip(share)
+        .filter_map(|(mut e, w)| {
+            e.weight = u32::try_from(w.filter(|w| *w > 0)?).unwrap_or(u32::MAX);
+            Some(e)
+        })
+        .collect();
 }
 
 /// Locality ranks, on top of any label rank already set (`rank × 5 + locality rank`).

@@ -46,7 +46,7 @@ use crate::config::{
     TrafficDirection, UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
     WeightedClusters,
 };
-use crate::registry::{port_protocol, Service, ServiceSource};
+use crate::registry::{port_protocol, Service, ServiceSource, Workload};
 use crate::routes::{retry_policy, MatchScope};
 
 /// Catch-all cluster forwarding to the original destination (ALLOW_ANY).
@@ -143,12 +143,15 @@ fn plain_cluster(
     }
 }
 
-/// One inbound port: how to speak to it and where the app listens.
+/// One inbound port: how to speak to it and where the app listens (`None`: 127.0.0.1 on
+/// the same port).
+#[derive(Clone)]
 struct InboundPort {
     protocol: Protocol,
     sniffed: bool,
+    /// The service the port belongs to, when one selects the workload.
     host: Option<String>,
-    app: SocketAddr,
+    app: Option<SocketAddr>,
 }
 
 impl<'a> Compiler<'a> {
@@ -497,8 +500,8 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    /// The Sidecar resource's `ingress` listeners as inbound ports: port -> (protocol,
-    /// sniffed, service host, where the app listens). `None` when there are none.
+    /// The Sidecar resource's `ingress` listeners as inbound ports. `None` when there are
+    /// none.
     fn sidecar_ingress(&mut self) -> Option<BTreeMap<u16, InboundPort>> {
         let (r, sidecar) = self.select_sidecar()?;
         if sidecar.ingress.is_empty() {
@@ -541,11 +544,47 @@ impl<'a> Compiler<'a> {
                     protocol: proto,
                     sniffed,
                     host: None,
-                    app: target,
+                    app: Some(target),
                 },
             );
         }
         Some(ports)
+    }
+
+    /// The workload's own ports (container ports, WorkloadEntry ports, the target ports of the
+    /// services selecting it), each speaking the protocol its service port declares.
+    fn derived_inbound_ports(&self, w: &Workload) -> BTreeMap<u16, InboundPort> {
+        let mut ports: BTreeMap<u16, InboundPort> = BTreeMap::new();
+        for (name, p) in &w.ports {
+            let (protocol, sniffed) = port_protocol(name, None, None);
+            ports.entry(*p).or_insert(InboundPort {
+                protocol,
+                sniffed,
+                host: None,
+                app: None,
+            });
+        }
+        let key = w.key();
+        for svc in self.registry.services() {
+            for inst in svc.instances.iter().filter(|i| i.workload == key) {
+                for (svc_port, ep_port) in &inst.ports {
+                    let Some(sp) = svc.port(*svc_port) else {
+                        continue;
+                    };
+                    let declared = InboundPort {
+                        protocol: sp.protocol,
+                        sniffed: sp.sniffed,
+                        host: Some(svc.host.clone()),
+                        app: None,
+                    };
+                    let e = ports.entry(*ep_port).or_insert(declared.clone());
+                    if !sp.sniffed && (e.sniffed || e.host.is_none()) {
+                        *e = declared;
+                    }
+                }
+            }
+        }
+        ports
     }
 
     /// `virtualInbound`: a chain per workload port to the app on 127.0.0.1 (or per `ingress`
@@ -553,45 +592,27 @@ impl<'a> Compiler<'a> {
     fn build_inbound(&mut self) {
         let t = self.target;
         let workload = self.registry.workload(&t.namespace, &t.name).cloned();
-        let ingress = self.sidecar_ingress();
-        // port -> (protocol, sniffed, service host)
-        let mut ports: BTreeMap<u16, (Protocol, bool, Option<String>)> = BTreeMap::new();
-        let mut apps: BTreeMap<u16, SocketAddr> = BTreeMap::new();
-        if let Some(ingress) = ingress {
-            for (port, p) in ingress {
-                ports.insert(port, (p.protocol, p.sniffed, p.host));
-                apps.insert(port, p.app);
-            }
-        } else if let Some(w) = &workload {
-            for (name, p) in &w.ports {
-                let (proto, sniffed) = port_protocol(name, None, None);
-                ports.entry(*p).or_insert((proto, sniffed, None));
-            }
-            let key = w.key();
-            for svc in self.registry.services() {
-                for inst in svc.instances.iter().filter(|i| i.workload == key) {
-                    for (svc_port, ep_port) in &inst.ports {
-                        let Some(sp) = svc.port(*svc_port) else {
-                            continue;
-                        };
-                        let e = ports.entry(*ep_port).or_insert((
-                            sp.protocol,
-                            sp.sniffed,
-                            Some(svc.host.clone()),
-                        ));
-                        if !sp.sniffed && (e.1 || e.2.is_none()) {
-                            *e = (sp.protocol, false, Some(svc.host.clone()));
-                        }
-                    }
-                }
-            }
-        }
+        let local = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let ports = match self.sidecar_ingress() {
+            Some(ports) => ports,
+            None => workload
+                .as_ref()
+                .map(|w| self.derived_inbound_ports(w))
+                .unwrap_or_default(),
+        };
         let timeout = self.mesh.connect_timeout.as_std();
         let mut chains = Vec::new();
-        for (port, (proto, sniffed, host)) in ports {
+        for (port, p) in ports {
+            let InboundPort {
+                protocol: proto,
+                sniffed,
+                host,
+                app,
+            } = p;
             if PROXY_PORTS.contains(&port) || proto == Protocol::Udp {
                 continue;
             }
+            let app = app.unwrap_or_else(|| local(port));
             let cluster_name = format!("inbound|{port}||");
             let http = !sniffed && proto.is_http();
             let protocol = match (sniffed, proto) {
@@ -618,11 +639,7 @@ impl<'a> Compiler<'a> {
                 cluster_name.clone(),
                 Arc::new(ClusterEndpoints {
                     endpoints: vec![Endpoint {
-                        address: EndpointAddress::Socket(
-                            apps.get(&port)
-                                .copied()
-                                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
-                        ),
+                        address: EndpointAddress::Socket(app),
                         labels: t.labels.clone(),
                         weight: 1,
                         identity: None,

@@ -37,6 +37,24 @@ fn round_robin_with_outlier_detection(
     c
 }
 
+/// A proxy routing to `c` (cluster `svc`) over a failing (500) and a healthy upstream, and a
+/// client that has sent the 4 requests round robin needs to eject the failing one after two
+/// consecutive 5xx.
+async fn failing_and_healthy(c: Cluster) -> (Upstream, Upstream, Proxy, H1Client) {
+    let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
+    let good = Upstream::echo("good").await;
+    let p = Proxy::start(one_route(
+        route("r", vec![], to("svc")),
+        vec![(c, vec![bad.addr, good.addr])],
+    ))
+    .await;
+    let mut cl = H1Client::connect(p.addr).await;
+    for _ in 0..4 {
+        cl.get("x", "/", &[]).await;
+    }
+    (bad, good, p, cl)
+}
+
 /// An upstream that answers 503 to its first `fail` requests, then echoes.
 async fn flaky(name: &str, fail: usize) -> Upstream {
     let n = name.to_string();
@@ -349,18 +367,13 @@ async fn circuit_breaker_overflows_with_uo() {
 
 #[tokio::test]
 async fn outlier_detection_ejects_and_returns() {
-    let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
-    let good = Upstream::echo("good").await;
-    let c = round_robin_with_outlier_detection(2, Duration::from_millis(1500), 50, 0);
-    let p = Proxy::start(one_route(
-        route("r", vec![], to("svc")),
-        vec![(c, vec![bad.addr, good.addr])],
+    let (bad, _good, p, mut cl) = failing_and_healthy(round_robin_with_outlier_detection(
+        2,
+        Duration::from_millis(1500),
+        50,
+        0,
     ))
     .await;
-    let mut cl = H1Client::connect(p.addr).await;
-    for _ in 0..4 {
-        cl.get("x", "/", &[]).await;
-    }
     assert_eq!(bad.hits(), 2, "ejected after the second consecutive 5xx");
     for _ in 0..10 {
         assert_eq!(cl.get("x", "/", &[]).await.status, 200);
@@ -381,18 +394,13 @@ async fn outlier_detection_ejects_and_returns() {
 async fn under_min_health_percent_ejected_hosts_get_traffic_again() {
     // Two endpoints, one ejected: 50% healthy. With minHealthPercent 60 the pool is in panic
     // and balances over both (Envoy's healthy_panic_threshold, as Istio maps it).
-    let bad = Upstream::start("bad", Arc::new(|_: &Seen| Reply::status(500))).await;
-    let good = Upstream::echo("good").await;
-    let c = round_robin_with_outlier_detection(2, Duration::from_secs(60), 100, 60);
-    let p = Proxy::start(one_route(
-        route("r", vec![], to("svc")),
-        vec![(c, vec![bad.addr, good.addr])],
+    let (bad, _good, p, mut cl) = failing_and_healthy(round_robin_with_outlier_detection(
+        2,
+        Duration::from_secs(60),
+        100,
+        60,
     ))
     .await;
-    let mut cl = H1Client::connect(p.addr).await;
-    for _ in 0..4 {
-        cl.get("x", "/", &[]).await;
-    }
     let status = &p.state.upstreams.clusters()[0].endpoint_status();
     assert!(
         status.iter().any(|e| e.address == bad.addr && e.ejected),

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
@@ -45,8 +45,6 @@ use crate::upstream::lb::hash64;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::pool::Proto;
 use crate::upstream::{CheckoutError, ClusterRuntime, InFlightSlot};
-
-const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
 /// What a forward needs from the request's context.
 pub struct Ctx<'a> {
@@ -339,7 +337,7 @@ pub async fn forward(
     if path_and_query.is_some() {
         let original_path = original_pq.split('?').next().unwrap_or("/");
         if let Ok(v) = HeaderValue::from_str(original_path) {
-            parts.headers.insert(X_ENVOY_ORIGINAL_PATH, v);
+            parts.headers.insert(headers::X_ENVOY_ORIGINAL_PATH, v);
         }
     }
     let path_and_query = match path_and_query {

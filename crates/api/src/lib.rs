@@ -17,6 +17,7 @@ pub mod networking;
 pub mod resource;
 pub mod security;
 pub mod source;
+pub mod telemetry;
 pub mod validate;
 pub mod yaml;
 

@@ -22,13 +22,16 @@ use crate::networking::{
 };
 use crate::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use crate::source::{path_to_pointer, Location, SpanMap};
+use crate::telemetry::Telemetry;
 use crate::validate::{check_dns1123_label, Validator};
 use crate::yaml::Document;
 
 pub const NETWORKING: &str = "networking.istio.io";
 pub const SECURITY: &str = "security.istio.io";
+pub const TELEMETRY: &str = "telemetry.istio.io";
 const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const TELEMETRY_VERSIONS: &[&str] = &["v1", "v1alpha1"];
 
 /// A kind Trellis understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +46,7 @@ pub enum Kind {
     PeerAuthentication,
     RequestAuthentication,
     AuthorizationPolicy,
+    Telemetry,
     Namespace,
     Service,
     Deployment,
@@ -66,6 +70,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::RequestAuthentication,
         Kind::AuthorizationPolicy,
+        Kind::Telemetry,
         Kind::Namespace,
         Kind::Service,
         Kind::Deployment,
@@ -89,6 +94,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::Telemetry => "Telemetry",
             Kind::Namespace => "Namespace",
             Kind::Service => "Service",
             Kind::Deployment => "Deployment",
@@ -114,6 +120,7 @@ impl Kind {
             Kind::PeerAuthentication | Kind::RequestAuthentication | Kind::AuthorizationPolicy => {
                 SECURITY
             }
+            Kind::Telemetry => TELEMETRY,
             Kind::Namespace
             | Kind::Service
             | Kind::Pod
@@ -131,12 +138,13 @@ impl Kind {
         match self.group() {
             NETWORKING => NETWORKING_VERSIONS,
             SECURITY => SECURITY_VERSIONS,
+            TELEMETRY => TELEMETRY_VERSIONS,
             _ => &["v1"],
         }
     }
 
     pub fn is_istio(self) -> bool {
-        matches!(self.group(), NETWORKING | SECURITY)
+        matches!(self.group(), NETWORKING | SECURITY | TELEMETRY)
     }
 
     pub fn namespaced(self) -> bool {
@@ -198,6 +206,7 @@ pub enum Object {
     PeerAuthentication(Box<PeerAuthentication>),
     RequestAuthentication(Box<RequestAuthentication>),
     AuthorizationPolicy(Box<AuthorizationPolicy>),
+    Telemetry(Box<Telemetry>),
     Namespace(Box<Namespace>),
     Service(Box<Service>),
     Deployment(Box<Deployment>),
@@ -348,6 +357,7 @@ impl Resource {
             Object::PeerAuthentication(s) => v.nested("spec", s.as_ref()),
             Object::RequestAuthentication(s) => v.nested("spec", s.as_ref()),
             Object::AuthorizationPolicy(s) => v.nested("spec", s.as_ref()),
+            Object::Telemetry(s) => v.nested("spec", s.as_ref()),
             Object::Service(s) => crate::k8s::validate_service(s, &mut v),
             _ => {}
         }
@@ -527,6 +537,7 @@ fn decode(kind: Kind, value: &Value) -> Result<Decoded, (String, String)> {
         Kind::PeerAuthentication => istio(value, Object::PeerAuthentication),
         Kind::RequestAuthentication => istio(value, Object::RequestAuthentication),
         Kind::AuthorizationPolicy => istio(value, Object::AuthorizationPolicy),
+        Kind::Telemetry => istio(value, Object::Telemetry),
         Kind::Namespace => k8s(value, |o: &Namespace| o.metadata.clone(), Object::Namespace),
         Kind::Service => k8s(value, |o: &Service| o.metadata.clone(), Object::Service),
         Kind::Deployment => k8s(

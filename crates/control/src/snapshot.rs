@@ -96,7 +96,7 @@ pub(crate) enum Vis {
         hosts: Vec<String>,
         gateways: Vec<String>,
     },
-    /// AuthorizationPolicy, RequestAuthentication, Sidecar: the namespace's proxies (all
+    /// AuthorizationPolicy, RequestAuthentication, Sidecar, Telemetry: the namespace's proxies (all
     /// proxies when it is the root namespace).
     Local { ns: String },
     /// Secrets and cert-manager Certificates: gateways of the namespace only.
@@ -333,9 +333,10 @@ pub(crate) fn visibility(r: &Resource, mesh: &MeshConfig) -> Vis {
                 .collect(),
             ns,
         },
-        Object::AuthorizationPolicy(_) | Object::RequestAuthentication(_) | Object::Sidecar(_) => {
-            Vis::Local { ns }
-        }
+        Object::AuthorizationPolicy(_)
+        | Object::RequestAuthentication(_)
+        | Object::Sidecar(_)
+        | Object::Telemetry(_) => Vis::Local { ns },
         Object::Secret(_) | Object::Certificate(_) => Vis::GatewaySecret { ns },
         Object::Gateway(g) => Vis::Gateway {
             selector: g.selector.clone(),

@@ -85,6 +85,7 @@ message_types! {
     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY = "IST0132", "VirtualServiceHostNotFoundInGateway", Warning;
     SCHEMA_WARNING = "IST0133", "SchemaWarning", Warning;
     SERVICE_ENTRY_ADDRESSES_REQUIRED = "IST0134", "ServiceEntryAddressesRequired", Warning;
+    DEPRECATED_ANNOTATION = "IST0135", "DeprecatedAnnotation", Info;
     DEPLOYMENT_CONFLICTING_PORTS = "IST0137", "DeploymentConflictingPorts", Warning;
     GATEWAY_DUPLICATE_CERTIFICATE = "IST0138", "GatewayDuplicateCertificate", Warning;
     INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140", "IngressRouteRulesNotAffected", Warning;
@@ -95,6 +96,7 @@ message_types! {
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = "IST0150", "ExternalNameServiceTypeInvalidPortName", Warning;
     INVALID_GATEWAY_CREDENTIAL = "IST0161", "InvalidGatewayCredential", Error;
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162", "GatewayPortNotDefinedOnService", Warning;
+    REFERENCED_INTERNAL_GATEWAY = "IST0165", "ReferencedInternalGateway", Warning;
     INEFFECTIVE_POLICY = "IST0167", "IneffectivePolicy", Warning;
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = "IST0173", "DestinationRuleSubsetNotSelectPods", Error;
     DESTINATION_RULE_HOST_NOT_FOUND = "IST0174", "UnknownDestinationRuleHost", Warning;

@@ -150,6 +150,15 @@ const SUBSET: &str = "Referenced host+subset in destinationrule not found";
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
+    // --- annotations.K8sAnalyzer (IST0107, IST0108, IST0125, IST0135)
+    case("misannoted", &["misannotated.yaml"], &["IST0107", "IST0108", "IST0125", "IST0135"], &[
+        ("IST0108", "Service httpbin"),
+        ("IST0125", "Pod invalid-annotations"),
+        ("IST0107", "Pod grafana-test"),
+        ("IST0107", "Deployment fortio-deploy"),
+        ("IST0107", "Namespace staging"),
+        ("IST0135", "Deployment fortio-deploy"),
+    ]),
     // --- gateway.IngressGatewayPortAnalyzer (IST0101, IST0162)
     case("gatewayNoWorkload", &["gateway-no-workload.yaml"], &[IST0101, "IST0162"],
         &[(IST0101, "Gateway httpbin-gateway")]),
@@ -222,6 +231,12 @@ const CASES: &[Case] = &[
     ]),
     case("namedPort", &["service-port-name.yaml"], &["IST0118", "IST0150"], &[]),
     case("unnamedPortInSystemNamespace", &["service-no-port-name-system-namespace.yaml"], &["IST0118", "IST0150"], &[]),
+    case("ExternalNameServiceTypeInvalidPortName", &["incorrect-port-name-external-name-service-type.yaml"], &["IST0118", "IST0150"], &[
+        ("IST0150", "Service nginx-ns/nginx"),
+        ("IST0150", "Service nginx-ns2/nginx-svc2"),
+        ("IST0150", "Service nginx-ns3/nginx-svc3"),
+    ]),
+    case("ExternalNameServiceTypeValidPortName", &["correct-port-name-external-name-service-type.yaml"], &["IST0118", "IST0150"], &[]),
     // --- sidecar.SelectorAnalyzer (IST0101, IST0110, IST0111, IST0167)
     case("sidecarDefaultSelector", &["sidecar-default-selector.yaml"], &[IST0101, "IST0110", "IST0111", "IST0167"], &[
         ("IST0111", "Sidecar ns2/has-conflict-2"),
@@ -285,6 +300,14 @@ const CASES: &[Case] = &[
         ("IST0132", "VirtualService default/testing-service-02-test-03"),
         ("IST0132", "VirtualService default/testing-service-03-test-04"),
     ]).other(&[HOST]),
+    case("host defined in virtualservice not found in the gateway(beta version)", &["virtualservice_host_not_found_gateway_beta.yaml"], &[IST0101, "IST0132"], &[
+        ("IST0132", "VirtualService default/testing-service-02-test-01"),
+        ("IST0132", "VirtualService default/testing-service-02-test-02"),
+        ("IST0132", "VirtualService default/testing-service-02-test-03"),
+        ("IST0132", "VirtualService default/testing-service-03-test-04"),
+    ]).other(&[HOST]),
+    case("virtualServiceInternalGatewayRef", &["virtualservice_internal_gateway_ref.yaml"], &[IST0101, "IST0132", "IST0165"],
+        &[("IST0165", "VirtualService httpbin")]).other(&[HOST]),
     case("host defined in virtualservice not found in the gateway with ns", &["virtualservice_host_not_found_gateway_with_ns_prefix.yaml"], &[IST0101, "IST0132"],
         &[("IST0132", "VirtualService default/testing-service-01-test-01")]).other(&[HOST]),
     // --- virtualservice.JWTClaimRouteAnalyzer (IST0149)
@@ -455,6 +478,10 @@ fn istio_testdata_loads() {
         ),
         (
             "virtualservice_host_not_found_gateway.yaml",
+            "duplicate port name",
+        ),
+        (
+            "virtualservice_host_not_found_gateway_beta.yaml",
             "duplicate port name",
         ),
         (

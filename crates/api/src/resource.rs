@@ -625,7 +625,14 @@ mod tests {
             Ok(Some(Kind::Deployment))
         );
         assert!(Kind::lookup("security.istio.io/v1alpha1", "PeerAuthentication").is_err());
-        assert_eq!(Kind::lookup("telemetry.istio.io/v1", "Telemetry"), Ok(None));
+        assert_eq!(
+            Kind::lookup("telemetry.istio.io/v1alpha1", "Telemetry"),
+            Ok(Some(Kind::Telemetry))
+        );
+        assert_eq!(
+            Kind::lookup("telemetry.istio.io/v1", "EnvoyFilter"),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use trellis_api::Resource;
 
 use crate::context::{Context, Workload};
 
+mod annotations;
 mod destinationrule;
 mod gateway;
 mod injection;
@@ -23,6 +24,11 @@ pub struct Analyzer {
 
 /// Every analyzer, in the order they run.
 pub const ANALYZERS: &[Analyzer] = &[
+    Analyzer {
+        name: "annotations.K8sAnalyzer",
+        description: "Checks for misplaced and invalid Istio annotations in Kubernetes resources",
+        run: annotations::kubernetes_annotations,
+    },
     Analyzer {
         name: "injection.Analyzer",
         description: "Checks that namespaces holding workloads are labelled for sidecar injection",

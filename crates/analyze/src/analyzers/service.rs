@@ -1,4 +1,4 @@
-//! Services: Istio port naming (IST0118) and workloads selected by several Services that
+//! Services: Istio port naming (IST0118, IST0150 for ExternalName Services) and workloads selected by several Services that
 //! disagree on a port's protocol (IST0116) or target port (IST0137).
 
 use std::collections::BTreeMap;
@@ -46,14 +46,14 @@ pub fn port_protocol(port: &ServicePort) -> Option<&'static str> {
     from(prefix)
 }
 
-/// IST0118 PortNameIsNotUnderNamingConvention.
+/// IST0118 PortNameIsNotUnderNamingConvention; IST0150 ExternalNameServiceTypeInvalidPortName
+/// for ExternalName Services.
 pub fn port_names(cx: &mut Context) {
     let mut hits = Vec::new();
     for svc in &cx.services {
         // Istio's own Services (gateways: label `istio`, `release: istio`, managed gateways and
         // waypoints) carry ports like `status-port`.
         if is_system_namespace(svc.namespace)
-            || svc.type_ == "ExternalName"
             || svc.resource.labels.contains_key("istio")
             || svc
                 .resource
@@ -68,10 +68,25 @@ pub fn port_names(cx: &mut Context) {
             if p.app_protocol.is_some() && port_protocol(p).is_some() {
                 continue;
             }
+            let field = format!("spec.ports[{i}].name");
+            if svc.type_ == "ExternalName" {
+                // An ExternalName Service has no endpoints to sniff: a port Istio cannot name a
+                // protocol for, or one explicitly named `tcp`, is forwarded as opaque TCP.
+                if port_protocol(p).is_none() || p.name == "tcp" {
+                    hits.push((
+                        messages::EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME,
+                        svc.resource,
+                        field,
+                        "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly".to_string(),
+                    ));
+                }
+                continue;
+            }
             if port_protocol(p).is_none() {
                 hits.push((
+                    messages::PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
                     svc.resource,
-                    format!("spec.ports[{i}].name"),
+                    field,
                     format!(
                         "Port name {} (port: {}, targetPort: {}) doesn't follow the naming convention of Istio port.",
                         p.name, p.port, p.target_port
@@ -80,13 +95,8 @@ pub fn port_names(cx: &mut Context) {
             }
         }
     }
-    for (r, field, text) in hits {
-        cx.report_at(
-            messages::PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
-            r,
-            &field,
-            text,
-        );
+    for (kind, r, field, text) in hits {
+        cx.report_at(kind, r, &field, text);
     }
 }
 

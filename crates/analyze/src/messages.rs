@@ -62,6 +62,7 @@ macro_rules! message_types {
 
 message_types! {
     INTERNAL_ERROR = "IST0001", "InternalError", Error;
+    DEPRECATED = "IST0002", "Deprecated", Warning;
     REFERENCED_RESOURCE_NOT_FOUND = "IST0101", "ReferencedResourceNotFound", Error;
     NAMESPACE_NOT_INJECTED = "IST0102", "NamespaceNotInjected", Info;
     SCHEMA_VALIDATION_ERROR = "IST0106", "SchemaValidationError", Error;

@@ -6,6 +6,7 @@ use trellis_api::Resource;
 use crate::context::{Context, Workload};
 
 mod annotations;
+mod deprecation;
 mod destinationrule;
 mod gateway;
 mod injection;
@@ -28,6 +29,11 @@ pub const ANALYZERS: &[Analyzer] = &[
         name: "annotations.K8sAnalyzer",
         description: "Checks for misplaced and invalid Istio annotations in Kubernetes resources",
         run: annotations::kubernetes_annotations,
+    },
+    Analyzer {
+        name: "deprecation.DeprecationAnalyzer",
+        description: "Checks for deprecated Istio types and fields",
+        run: deprecation::deprecated_fields,
     },
     Analyzer {
         name: "injection.Analyzer",

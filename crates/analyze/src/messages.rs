@@ -95,6 +95,9 @@ message_types! {
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT = "IST0148", "NamespaceInjectionEnabledByDefault", Info;
     JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149", "JwtClaimBasedRoutingWithoutRequestAuthN", Error;
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = "IST0150", "ExternalNameServiceTypeInvalidPortName", Warning;
+    INVALID_TELEMETRY_PROVIDER = "IST0157", "InvalidTelemetryProvider", Warning;
+    CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159", "ConflictingTelemetryWorkloadSelectors", Error;
+    MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Error;
     INVALID_GATEWAY_CREDENTIAL = "IST0161", "InvalidGatewayCredential", Error;
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162", "GatewayPortNotDefinedOnService", Warning;
     REFERENCED_INTERNAL_GATEWAY = "IST0165", "ReferencedInternalGateway", Warning;

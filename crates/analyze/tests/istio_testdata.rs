@@ -257,6 +257,28 @@ const CASES: &[Case] = &[
         ("IST0110", "Sidecar default/overlap-1"),
         ("IST0110", "Sidecar default/overlap-2"),
     ]),
+    // --- telemetry.SelectorAnalyzer (IST0101, IST0159)
+    case("telemetrySelector", &["telemetry-selector.yaml"], &[IST0101, "IST0159"], &[
+        (IST0101, "Telemetry default/maps-to-nonexistent"),
+        (IST0101, "Telemetry other/maps-to-different-ns"),
+        ("IST0159", "Telemetry default/dupe-1"),
+        ("IST0159", "Telemetry default/dupe-2"),
+        ("IST0159", "Telemetry default/overlap-1"),
+        ("IST0159", "Telemetry default/overlap-2"),
+    ]),
+    // --- telemetry.DefaultSelectorAnalyzer (IST0160)
+    case("telemetryDefaultSelector", &["telemetry-default-selector.yaml"], &["IST0160"], &[
+        ("IST0160", "Telemetry ns2/has-conflict-2"),
+        ("IST0160", "Telemetry ns2/has-conflict-1"),
+    ]),
+    // --- telemetry.ProviderAnalyzer (IST0157)
+    case("Analyze invalid telemetry", &["telemetry-invalid-provider.yaml"], &["IST0157"],
+        &[("IST0157", "Telemetry istio-system/mesh-default")]),
+    case("Analyze invalid telemetry (disabled)", &["telemetry-disable-provider.yaml"], &["IST0157"], &[]),
+    // --- telemetry.LightstepAnalyzer (IST0002)
+    case("Telemetry Lightstep", &["telemetry-lightstep.yaml"], &["IST0002"],
+        &[("IST0002", "Telemetry istio-system/mesh-default")])
+        .mesh("telemetry-lightstep-meshconfig.yaml"),
     // --- virtualservice.ConflictingMeshGatewayHostsAnalyzer (IST0109)
     case("virtualServiceConflictingMeshGatewayHosts", &["virtualservice_conflictingmeshgatewayhosts.yaml"], &["IST0109"], &[
         ("IST0109", "VirtualService team3/ratings"),
@@ -529,7 +551,9 @@ fn istio_testdata_loads() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "yaml") && !p.to_string_lossy().contains("mesh-cfg")
+            p.extension().is_some_and(|e| e == "yaml")
+                && !p.to_string_lossy().contains("mesh-cfg")
+                && !p.to_string_lossy().contains("meshconfig")
         })
         .collect();
     files.sort();

@@ -14,6 +14,7 @@ mod security;
 mod service;
 mod serviceentry;
 mod sidecar;
+mod telemetry;
 mod virtualservice;
 
 /// A named analyzer.
@@ -136,6 +137,28 @@ pub const ANALYZERS: &[Analyzer] = &[
         name: "sidecar.SelectorAnalyzer",
         description: "Checks Sidecar workload selectors for conflicts and matches",
         run: sidecar::sidecar_selectors,
+    },
+    Analyzer {
+        name: "telemetry.SelectorAnalyzer",
+        description:
+            "Checks that Telemetry selectors match workloads and no workload is selected twice",
+        run: telemetry::telemetry_selectors,
+    },
+    Analyzer {
+        name: "telemetry.DefaultSelectorAnalyzer",
+        description: "Checks for several Telemetries without selector in one namespace",
+        run: telemetry::telemetry_default_selectors,
+    },
+    Analyzer {
+        name: "telemetry.ProviderAnalyzer",
+        description:
+            "Checks that Telemetry access logging names a provider when the mesh has no default",
+        run: telemetry::telemetry_providers,
+    },
+    Analyzer {
+        name: "telemetry.LightstepAnalyzer",
+        description: "Checks for tracing to the deprecated Lightstep provider",
+        run: telemetry::telemetry_lightstep,
     },
 ];
 

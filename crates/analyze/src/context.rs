@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use trellis_api::resource::{Kind, Object, Resource};
-use trellis_api::{Location, MeshConfig};
+use trellis_api::{Location, MeshConfig, Unrecognized};
 
 use crate::message::Message;
 use crate::messages::MessageType;
@@ -57,6 +57,8 @@ pub struct Context<'a> {
     pub secrets: HashSet<String>,
     /// Labels of the Nodes in the inputs (topology labels for DestinationRule subsets).
     pub nodes: HashMap<String, BTreeMap<String, String>>,
+    /// Objects of kinds Trellis does not model (Gateway API routes, Nodes, ...), as read.
+    pub unrecognized: Vec<&'a Unrecognized>,
     /// Resources grouped by kind, in input order.
     by_kind: HashMap<Kind, Vec<&'a Resource>>,
     /// (namespace, name) -> index in `services`.
@@ -186,6 +188,7 @@ impl<'a> Context<'a> {
             namespaces,
             secrets,
             nodes: HashMap::new(),
+            unrecognized: Vec::new(),
             messages: Vec::new(),
         };
         for r in cx.of_kind(Kind::DestinationRule).collect::<Vec<_>>() {
@@ -218,12 +221,11 @@ impl<'a> Context<'a> {
         exact.chain(wild)
     }
 
-    /// Records the labels of `v1 Node` objects (a kind Trellis otherwise skips).
-    pub fn add_nodes<'u>(
-        &mut self,
-        unrecognized: impl IntoIterator<Item = &'u trellis_api::Unrecognized>,
-    ) {
+    /// Adds the objects of kinds Trellis does not model, and records the labels of the `v1 Node`
+    /// objects among them.
+    pub fn add_unrecognized(&mut self, unrecognized: Vec<&'a Unrecognized>) {
         for u in unrecognized {
+            self.unrecognized.push(u);
             if u.kind != "Node" || u.api_version != "v1" {
                 continue;
             }

@@ -72,8 +72,9 @@ pub fn analyze_parts<'a>(
     // The same object defined twice (alternative sample files, re-applied manifests) is one
     // object, as `kubectl apply` would leave it: the last definition wins.
     let resources = dedupe_last_wins(all);
+    let unrecognized: Vec<&'a Unrecognized> = unrecognized.into_iter().collect();
     let mut cx = Context::new(&resources, mesh);
-    cx.add_nodes(unrecognized);
+    cx.add_unrecognized(unrecognized);
     analyzers::run_all(&mut cx);
     // Never report on the assumed default resources themselves.
     out.extend(cx.into_messages().into_iter().filter(|m| {

@@ -102,6 +102,7 @@ message_types! {
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162", "GatewayPortNotDefinedOnService", Warning;
     REFERENCED_INTERNAL_GATEWAY = "IST0165", "ReferencedInternalGateway", Warning;
     INEFFECTIVE_POLICY = "IST0167", "IneffectivePolicy", Warning;
+    NEGATIVE_CONDITION_STATUS = "IST0171", "NegativeConditionStatus", Warning;
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = "IST0173", "DestinationRuleSubsetNotSelectPods", Error;
     DESTINATION_RULE_HOST_NOT_FOUND = "IST0174", "UnknownDestinationRuleHost", Warning;
 }

@@ -101,16 +101,19 @@ fn mesh_config(file: Option<&str>) -> MeshConfig {
 /// `Kind namespace/name`, or `Kind name` when the file gave no namespace (Istio's
 /// `FriendlyName`).
 fn friendly(set: &ResourceSet, r: &trellis_api::ResourceRef) -> String {
+    let written = |raw: &serde_json::Value| {
+        raw.get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .is_some_and(|n| !n.is_empty())
+    };
     let explicit = set.resources.iter().any(|res| {
         res.kind.name() == r.kind
             && res.name == r.name
             && res.namespace == r.namespace
-            && res
-                .raw
-                .get("metadata")
-                .and_then(|m| m.get("namespace"))
-                .and_then(|n| n.as_str())
-                .is_some_and(|n| !n.is_empty())
+            && written(&res.raw)
+    }) || set.unrecognized.iter().any(|u| {
+        u.kind == r.kind && u.name == r.name && u.namespace == r.namespace && written(&u.raw)
     });
     match (&r.namespace, explicit) {
         (Some(ns), true) => format!("{} {ns}/{}", r.kind, r.name),
@@ -158,6 +161,16 @@ const CASES: &[Case] = &[
         ("IST0107", "Deployment fortio-deploy"),
         ("IST0107", "Namespace staging"),
         ("IST0135", "Deployment fortio-deploy"),
+    ]),
+    // --- conditions.ConditionAnalyzer (IST0171)
+    case("Condition Analyzer", &["condition-analyzer.yaml"], &["IST0171"], &[
+        ("IST0171", "Service default/negative-condition-svc"),
+        ("IST0171", "ServiceEntry default/negative-condition-svcEntry"),
+        ("IST0171", "AuthorizationPolicy default/negative-condition-authz"),
+        ("IST0171", "Gateway default/negative-condition-gateway"),
+        ("IST0171", "HTTPRoute default/negative-condition-httproute"),
+        ("IST0171", "GRPCRoute default/negative-condition-grpcroute"),
+        ("IST0171", "AuthorizationPolicy default/negative-condition-authz-partially-invalid"),
     ]),
     // --- deprecation.FieldAnalyzer (IST0002)
     case("deprecation", &["deprecation.yaml"], &["IST0002"], &[

@@ -6,6 +6,7 @@ use trellis_api::Resource;
 use crate::context::{Context, Workload};
 
 mod annotations;
+mod conditions;
 mod deprecation;
 mod destinationrule;
 mod gateway;
@@ -159,6 +160,11 @@ pub const ANALYZERS: &[Analyzer] = &[
         name: "telemetry.LightstepAnalyzer",
         description: "Checks for tracing to the deprecated Lightstep provider",
         run: telemetry::telemetry_lightstep,
+    },
+    Analyzer {
+        name: "conditions.ConditionAnalyzer",
+        description: "Checks for negative status conditions on resources",
+        run: conditions::negative_conditions_analyzer,
     },
 ];
 

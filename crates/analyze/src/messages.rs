@@ -101,6 +101,7 @@ message_types! {
     INVALID_GATEWAY_CREDENTIAL = "IST0161", "InvalidGatewayCredential", Error;
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = "IST0162", "GatewayPortNotDefinedOnService", Warning;
     REFERENCED_INTERNAL_GATEWAY = "IST0165", "ReferencedInternalGateway", Warning;
+    INEFFECTIVE_SELECTOR = "IST0166", "IneffectiveSelector", Warning;
     INEFFECTIVE_POLICY = "IST0167", "IneffectivePolicy", Warning;
     NEGATIVE_CONDITION_STATUS = "IST0171", "NegativeConditionStatus", Warning;
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = "IST0173", "DestinationRuleSubsetNotSelectPods", Error;

@@ -270,6 +270,13 @@ const CASES: &[Case] = &[
         ("IST0110", "Sidecar default/overlap-1"),
         ("IST0110", "Sidecar default/overlap-2"),
     ]),
+    // --- k8sgateway.SelectorAnalyzer (IST0166)
+    case("KubernetesGatewaySelector", &["k8sgateway-selector.yaml"], &["IST0166"], &[
+        ("IST0166", "RequestAuthentication default/ra-ineffective"),
+        ("IST0166", "AuthorizationPolicy default/ap-ineffective"),
+        ("IST0166", "WasmPlugin default/wasmplugin-ineffective"),
+        ("IST0166", "Telemetry default/telemetry-ineffective"),
+    ]),
     // --- telemetry.SelectorAnalyzer (IST0101, IST0159)
     case("telemetrySelector", &["telemetry-selector.yaml"], &[IST0101, "IST0159"], &[
         (IST0101, "Telemetry default/maps-to-nonexistent"),

@@ -11,6 +11,7 @@ mod deprecation;
 mod destinationrule;
 mod gateway;
 mod injection;
+mod k8sgateway;
 mod security;
 mod service;
 mod serviceentry;
@@ -165,6 +166,12 @@ pub const ANALYZERS: &[Analyzer] = &[
         name: "conditions.ConditionAnalyzer",
         description: "Checks for negative status conditions on resources",
         run: conditions::negative_conditions_analyzer,
+    },
+    Analyzer {
+        name: "k8sgateway.SelectorAnalyzer",
+        description:
+            "Checks that policies select Kubernetes Gateway API gateways by targetRef, not by label",
+        run: k8sgateway::ineffective_gateway_selectors,
     },
 ];
 

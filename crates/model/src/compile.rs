@@ -109,8 +109,14 @@ pub fn compile(
         ProxyKind::Sidecar => cx.build_sidecar()?,
     }
     let security = cx.build_security();
+    let mut warnings = Vec::new();
+    let tracing = crate::telemetry::resolve(resources, mesh, target, &cx.registry, &mut |w| {
+        warnings.push(w)
+    });
+    cx.warnings.extend(warnings);
     let mut config = cx.finish(version);
     config.security = security;
+    config.tracing = tracing;
     Ok(config)
 }
 
@@ -363,6 +369,7 @@ impl<'a> Compiler<'a> {
             endpoints: self.endpoints,
             secrets: self.secrets,
             security: Default::default(),
+            tracing: Default::default(),
             warnings: self.warnings.into_iter().collect(),
         }
     }

@@ -63,6 +63,9 @@ pub struct ProxyConfig {
     /// Authentication and authorization: AuthorizationPolicies, RequestAuthentication rules,
     /// PeerAuthentication modes, path normalization, ext-authz providers, app probes.
     pub security: crate::security::SecurityConfig,
+    /// Tracing (Telemetry API): provider, sampling and tags per direction.
+    #[serde(skip_serializing_if = "crate::telemetry::TracingSettings::is_empty")]
+    pub tracing: crate::telemetry::TracingSettings,
     /// Problems found while compiling that did not stop it (a credential Secret that is not in
     /// the resources, conflicting gateway servers, unsupported fields). Sorted, deduplicated.
     pub warnings: Vec<String>,

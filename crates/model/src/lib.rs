@@ -21,3 +21,4 @@ pub mod route;
 pub mod routes;
 pub mod security;
 pub mod sidecar;
+pub mod telemetry;

@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod security;
 pub mod state;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 
@@ -61,5 +62,6 @@ pub(crate) fn test_config() -> trellis_model::config::ProxyConfig {
         endpoints: Default::default(),
         secrets: Default::default(),
         security: Default::default(),
+        tracing: Default::default(),
     }
 }

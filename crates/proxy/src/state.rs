@@ -9,6 +9,7 @@ use trellis_model::config::{ProxyConfig, Scheme};
 
 use crate::metrics::Metrics;
 use crate::security::{JwksCache, SecurityRuntime};
+use crate::telemetry::{Exporters, Tracers};
 use crate::upstream::connect::MeshTlsProvider;
 use crate::upstream::Upstreams;
 
@@ -35,6 +36,10 @@ pub struct ProxyState {
     pub drain: Drain,
     /// Istio's standard metrics; their labels follow the config in force (`install`).
     pub metrics: Arc<Metrics>,
+    /// The tracers of the config in force (`install`).
+    pub tracers: ArcSwap<Tracers>,
+    /// Span queues to collectors, kept across reloads.
+    pub exporters: Exporters,
 }
 
 impl ProxyState {
@@ -47,6 +52,8 @@ impl ProxyState {
         let config = Arc::new(config);
         let security = SecurityRuntime::new(config.clone(), &jwks);
         let metrics = Arc::new(Metrics::new(&config));
+        let exporters = Exporters::default();
+        let tracers = ArcSwap::from_pointee(Tracers::new(&config, &exporters));
         Arc::new(ProxyState {
             config: ArcSwap::new(config),
             security: ArcSwap::from_pointee(security),
@@ -55,6 +62,8 @@ impl ProxyState {
             mesh_tls: OnceLock::new(),
             drain: Drain::default(),
             metrics,
+            tracers,
+            exporters,
         })
     }
 
@@ -71,6 +80,10 @@ impl ProxyState {
     pub fn install(&self, config: Arc<ProxyConfig>, security: Arc<SecurityRuntime>) {
         let identity = self.mesh_tls.get().map(|m| m.identity());
         self.metrics.observe_config(&config, identity.as_deref());
+        if config.tracing != self.config.load().tracing || config.node != self.config.load().node {
+            self.tracers
+                .store(Arc::new(Tracers::new(&config, &self.exporters)));
+        }
         self.config.store(config);
         self.security.store(security);
     }

@@ -42,6 +42,8 @@ pub struct AccessLog {
     pub authz: Option<String>,
     /// Istio's metrics for this request, recorded with the log line.
     pub metrics: crate::metrics::RequestMetrics,
+    /// This proxy's span, when the request is traced and sampled; ended with the log line.
+    pub span: Option<Box<crate::telemetry::ActiveSpan>>,
 }
 
 impl AccessLog {
@@ -60,6 +62,9 @@ impl AccessLog {
             request_bytes: bytes_in,
             response_bytes: self.bytes_out,
         });
+        if let Some(span) = &self.span {
+            span.finish(self, bytes_in);
+        }
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }

@@ -83,6 +83,7 @@ pub async fn handle(
         listener: conn.listener.clone(),
         authz: None,
         metrics: state.metrics.request(&conn, grpc),
+        span: None,
     })));
 
     // 1. validate
@@ -137,6 +138,24 @@ pub async fn handle(
     log.request_id = Some(headers::ensure_request_id(&mut parts.headers));
     headers::add_forwarding(&mut parts.headers, conn.peer_addr.ip(), scheme_str);
     log.forwarded_for = parts.headers.get(headers::X_FORWARDED_FOR).cloned();
+
+    // Tracing: continue the caller's trace (or start one) and pass this span on.
+    if let Some(tracer) = state
+        .tracers
+        .load()
+        .get(sec::is_sidecar_inbound(&config, &conn))
+    {
+        log.span = tracer.start(
+            &mut parts.headers,
+            &crate::telemetry::RequestFacts {
+                scheme: scheme_str,
+                authority: &authority,
+                path: &log.path,
+                peer: conn.peer_addr.ip(),
+                listener_port: conn.listener_port,
+            },
+        );
+    }
 
     // 3. x-forwarded-client-cert
     if conn.peer_cert_sha256.is_some() {

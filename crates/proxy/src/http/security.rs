@@ -73,6 +73,11 @@ pub fn enforces_policies(config: &ProxyConfig, conn: &ConnectionInfo) -> bool {
     config.node.kind == ProxyKind::Gateway || *conn.listener == *VIRTUAL_INBOUND
 }
 
+/// Whether `conn` is a sidecar's inbound connection (the server side of a call).
+pub fn is_sidecar_inbound(config: &ProxyConfig, conn: &ConnectionInfo) -> bool {
+    config.node.kind == ProxyKind::Sidecar && *conn.listener == *VIRTUAL_INBOUND
+}
+
 /// What authorization looks at for one HTTP request.
 pub fn authz_request<'a>(
     conn: &'a ConnectionInfo,

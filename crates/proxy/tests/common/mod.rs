@@ -49,6 +49,7 @@ pub fn base_config() -> ProxyConfig {
         endpoints: BTreeMap::new(),
         secrets: BTreeMap::new(),
         security: Default::default(),
+        tracing: Default::default(),
     }
 }
 

@@ -114,6 +114,7 @@ pub fn config(
     ProxyConfig {
         warnings: Vec::new(),
         security: Default::default(),
+        tracing: Default::default(),
         version: version.into(),
         node: node(),
         mesh: MeshSettings {

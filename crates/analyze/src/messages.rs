@@ -95,6 +95,11 @@ message_types! {
     NAMESPACE_INJECTION_ENABLED_BY_DEFAULT = "IST0148", "NamespaceInjectionEnabledByDefault", Info;
     JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149", "JwtClaimBasedRoutingWithoutRequestAuthN", Error;
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = "IST0150", "ExternalNameServiceTypeInvalidPortName", Warning;
+    ENVOY_FILTER_USES_RELATIVE_OPERATION = "IST0151", "EnvoyFilterUsesRelativeOperation", Warning;
+    ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY = "IST0152", "EnvoyFilterUsesReplaceOperationIncorrectly", Error;
+    ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY = "IST0153", "EnvoyFilterUsesAddOperationIncorrectly", Error;
+    ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY = "IST0154", "EnvoyFilterUsesRemoveOperationIncorrectly", Error;
+    ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION = "IST0155", "EnvoyFilterUsesRelativeOperationWithProxyVersion", Warning;
     INVALID_TELEMETRY_PROVIDER = "IST0157", "InvalidTelemetryProvider", Warning;
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159", "ConflictingTelemetryWorkloadSelectors", Error;
     MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS = "IST0160", "MultipleTelemetriesWithoutWorkloadSelectors", Error;

@@ -9,6 +9,7 @@ mod annotations;
 mod conditions;
 mod deprecation;
 mod destinationrule;
+mod envoyfilter;
 mod gateway;
 mod injection;
 mod k8sgateway;
@@ -172,6 +173,11 @@ pub const ANALYZERS: &[Analyzer] = &[
         description:
             "Checks that policies select Kubernetes Gateway API gateways by targetRef, not by label",
         run: k8sgateway::ineffective_gateway_selectors,
+    },
+    Analyzer {
+        name: "envoyfilter.EnvoyPatchAnalyzer",
+        description: "Checks EnvoyFilter patch operations Istio would ignore or apply out of order",
+        run: envoyfilter::envoy_filter_patches,
     },
 ];
 

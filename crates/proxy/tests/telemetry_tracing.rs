@@ -328,3 +328,130 @@ async fn zero_sampling_propagates_but_reports_nothing() {
         );
     }
 }
+
+/// A sidecar pair (no mTLS identities: PERMISSIVE inbound): client → A's outbound listener →
+/// B's `virtualInbound` → the app. A reports a CLIENT span, B a SERVER span whose parent is
+/// A's, both in the client's trace; the app sees B's span as its parent.
+#[tokio::test]
+async fn sidecar_pair_reports_client_and_server_spans_of_one_trace() {
+    let collector = Collector::start("zipkin").await;
+    // The app listens on 127.0.0.1:<port>; B's inbound takes the same port on 127.0.0.2.
+    let app_listener = loop {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            break l;
+        }
+    };
+    let port = app_listener.local_addr().unwrap().port();
+    let app = Upstream::serve(
+        "b-app",
+        app_listener,
+        Arc::new(|s: &common::Seen| common::echo_reply("b-app", s)),
+    );
+    let res = load(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: b, namespace: apps, labels: {{app: b}}}}
+spec:
+  serviceAccountName: b
+  containers: [{{name: app, image: echo, ports: [{{name: http, containerPort: {port}}}]}}]
+status: {{podIP: 127.0.0.2}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: b, namespace: apps}}
+spec:
+  selector: {{app: b}}
+  ports: [{{name: http, port: 8080, targetPort: {port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: a, namespace: apps}}
+spec: {{address: 127.0.0.3, labels: {{app: a}}, serviceAccount: a}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: collector, namespace: observability}}
+spec:
+  hosts: [collector.observability.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 9411, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {collector}}}}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh-default, namespace: istio-system}}
+spec:
+  tracing: [{{providers: [{{name: zipkin}}], randomSamplingPercentage: 100}}]
+"#,
+        collector = collector.port
+    ));
+    let b = start(
+        compile_for(&res, &mesh(), "apps/b"),
+        Start {
+            remap: vec![(15006, std::net::SocketAddr::from(([127, 0, 0, 2], port)))],
+            ..Start::default()
+        },
+    );
+    let a = start(compile_for(&res, &mesh(), "apps/a"), Start::default());
+    let out = a.listener_addr("0.0.0.0_8080").unwrap();
+
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, body) = get(
+        out,
+        "b.apps.svc.cluster.local:8080",
+        "/quote",
+        &[
+            ("x-b3-traceid", trace),
+            ("x-b3-spanid", "b7ad6b7169203331"),
+            ("x-b3-sampled", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let h = upstream_headers(&body);
+    assert_eq!(h["x-b3-traceid"], trace);
+    let b_span = h["x-b3-spanid"].clone();
+    let a_span = h["x-b3-parentspanid"].clone();
+    assert_ne!(
+        a_span, "b7ad6b7169203331",
+        "B's parent is A's span, not the client's"
+    );
+
+    let mut spans = Vec::new();
+    for _ in 0..300 {
+        spans = collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s["traceId"] == trace)
+            .cloned()
+            .collect::<Vec<_>>();
+        if spans.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = spans
+        .iter()
+        .find(|s| s["kind"] == "CLIENT")
+        .expect("A's span");
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "SERVER")
+        .expect("B's span");
+    assert_eq!(client["id"], a_span.as_str());
+    assert_eq!(client["parentId"], "b7ad6b7169203331");
+    assert_eq!(client["service"], "a.apps");
+    assert_eq!(client["name"], "b.apps.svc.cluster.local:8080/*");
+    assert_eq!(server["id"], b_span.as_str());
+    assert_eq!(server["parentId"], a_span.as_str());
+    assert_eq!(server["service"], "b.apps");
+    assert_eq!(server["tags"]["http.status_code"], "200");
+    assert_eq!(app.hits(), 1);
+    drop((a, b));
+}

@@ -303,24 +303,13 @@ pub struct ClusterRequest<'s> {
     pub proxy_labels: &'s BTreeMap<String, String>,
 }
 
-/// Builds a cluster and its endpoints; warnings say what could not be honoured.
-pub fn build_cluster(
-    req: &ClusterRequest<'_>,
-    mesh: &MeshConfig,
-) -> (Cluster, ClusterEndpoints, Vec<String>) {
-    let mut warnings = Vec::new();
-    let name = cluster_name(req.port, req.subset, req.host);
-    let policy = effective_policy(req.rule, req.subset, req.port);
-    let service_port = req.service.and_then(|s| s.port(req.port));
-
-    let lb = lb_policy(policy.load_balancer.as_ref(), &name, &mut warnings);
-    let discovery = match (&lb, req.service.map(|s| s.resolution)) {
-        (LbPolicy::Passthrough, _) | (_, Some(Resolution::Passthrough)) => Discovery::OriginalDst,
-        (_, Some(Resolution::Dns | Resolution::DnsRoundRobin)) => Discovery::Dns,
-        _ => Discovery::Eds,
-    };
-
-    let cp = policy.connection_pool.as_ref();
+/// The pool limits and connect timeout of `connectionPool` settings (a DestinationRule's, or a
+/// Sidecar's `inboundConnectionPool` / ingress `connectionPool`); unset fields keep Envoy's
+/// defaults, `default_connect_timeout` the mesh's.
+pub(crate) fn connection_pool(
+    cp: Option<&ConnectionPoolSettings>,
+    default_connect_timeout: Duration,
+) -> (ConnectionPool, Duration) {
     let mut pool = ConnectionPool::default();
     if let Some(tcp) = cp.and_then(|c| c.tcp.as_ref()) {
         if let Some(n) = positive(tcp.max_connections) {
@@ -356,7 +345,30 @@ pub fn build_cluster(
     let connect_timeout = cp
         .and_then(|c| c.tcp.as_ref())
         .and_then(|t| t.connect_timeout.as_ref())
-        .map_or(mesh.connect_timeout.as_std(), |d| d.as_std());
+        .map_or(default_connect_timeout, |d| d.as_std());
+    (pool, connect_timeout)
+}
+
+/// Builds a cluster and its endpoints; warnings say what could not be honoured.
+pub fn build_cluster(
+    req: &ClusterRequest<'_>,
+    mesh: &MeshConfig,
+) -> (Cluster, ClusterEndpoints, Vec<String>) {
+    let mut warnings = Vec::new();
+    let name = cluster_name(req.port, req.subset, req.host);
+    let policy = effective_policy(req.rule, req.subset, req.port);
+    let service_port = req.service.and_then(|s| s.port(req.port));
+
+    let lb = lb_policy(policy.load_balancer.as_ref(), &name, &mut warnings);
+    let discovery = match (&lb, req.service.map(|s| s.resolution)) {
+        (LbPolicy::Passthrough, _) | (_, Some(Resolution::Passthrough)) => Discovery::OriginalDst,
+        (_, Some(Resolution::Dns | Resolution::DnsRoundRobin)) => Discovery::Dns,
+        _ => Discovery::Eds,
+    };
+
+    let cp = policy.connection_pool.as_ref();
+    let (mut pool, connect_timeout) = connection_pool(cp, mesh.connect_timeout.as_std());
+    let http = cp.and_then(|c| c.http.as_ref());
 
     let mut protocol = match service_port {
         None => UpstreamProtocol::Auto,

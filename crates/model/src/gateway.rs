@@ -486,7 +486,18 @@ impl<'a> Compiler<'a> {
     /// TLS termination for a server; registers its certificates in `secrets`.
     fn downstream_tls(&mut self, s: &GwServer<'a>, http: bool) -> DownstreamTls {
         let tls = s.server.tls.clone().unwrap_or_default();
-        let origin = s.origin();
+        self.server_tls(&tls, &s.origin(), http)
+    }
+
+    /// TLS termination with `tls` (a Gateway server's or a Sidecar ingress listener's);
+    /// registers its certificates in `secrets`. `origin` names the settings in warnings.
+    pub(crate) fn server_tls(
+        &mut self,
+        tls: &trellis_api::networking::ServerTLSSettings,
+        origin: &str,
+        http: bool,
+    ) -> DownstreamTls {
+        let origin = origin.to_string();
         let mode = tls.mode();
         let wants_ca = matches!(mode, ServerTLSMode::Mutual | ServerTLSMode::OptionalMutual);
         let (certificate, mut client_ca) = if mode == ServerTLSMode::IstioMutual {

@@ -142,6 +142,11 @@ pub fn apply_peer_authn(listeners: &mut [Listener], peer: &EffectivePeerAuthn) {
     for l in listeners.iter_mut().filter(|l| l.name == VIRTUAL_INBOUND) {
         let mut chains = Vec::with_capacity(l.filter_chains.len() * 2);
         for chain in l.filter_chains.drain(..) {
+            // A Sidecar ingress listener with its own `tls` replaces mesh mTLS on its port.
+            if chain.tls.is_some() {
+                chains.push(chain);
+                continue;
+            }
             let mode = match chain.filter_match.destination_port {
                 Some(p) => peer.mode_for_port(u32::from(p)),
                 None => peer.mode,

@@ -24,26 +24,31 @@
 //! When the `Sidecar` resource that applies has `ingress` listeners, they replace the
 //! derived ports, as Istio: one chain per listener port, by its protocol, to its
 //! `defaultEndpoint` (`127.0.0.1:PORT`, `[::1]:PORT`, or `0.0.0.0:PORT` for the workload's own
-//! address; `unix://` sockets are not supported and are reported).
+//! address; `unix://` sockets are not supported and are reported). An ingress listener's
+//! `tls` (SIMPLE or MUTUAL, certificate files) is terminated by the sidecar on that port,
+//! which then takes no mesh mTLS (PeerAuthentication does not apply to it); its
+//! `connectionPool`, else the Sidecar's `inboundConnectionPool`, limits the inbound cluster.
 //!
-//! Simplifications: egress listeners' own `port`/`bind`, and ingress listeners' `tls`,
-//! `connectionPool` and `bind`, are not compiled (the union of egress hosts scopes the proxy);
-//! VirtualService hosts that are not services get no virtual host on sidecars.
+//! Simplifications: egress listeners' own `port`/`bind` and ingress listeners' `bind` are not
+//! compiled (the union of egress hosts scopes the proxy); VirtualService hosts that are not
+//! services get no virtual host on sidecars.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use trellis_api::host::{host_matches, split_namespaced_host};
-use trellis_api::networking::{OutboundTrafficPolicyMode, Protocol, Sidecar};
+use trellis_api::networking::{
+    ConnectionPoolSettings, OutboundTrafficPolicyMode, Protocol, Sidecar,
+};
 use trellis_api::{Object, Resource};
 
 use crate::compile::{CompileError, Compiler};
 use crate::config::{
-    ChainHandler, ChainMatch, Cluster, ClusterEndpoints, ConnectionPool, Discovery, Endpoint,
-    EndpointAddress, FilterChain, ForwardAction, HeaderOps, HttpCodec, HttpManager, LbPolicy,
-    Listener, Route, RouteAction, RouteOrigin, RouteTable, Scheme, ServiceKey, TcpProxy, TcpRoute,
-    TrafficDirection, UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
+    ChainHandler, ChainMatch, Cluster, ClusterEndpoints, ConnectionPool, Discovery, DownstreamTls,
+    Endpoint, EndpointAddress, FilterChain, ForwardAction, HeaderOps, HttpCodec, HttpManager,
+    LbPolicy, Listener, Route, RouteAction, RouteOrigin, RouteTable, Scheme, ServiceKey, TcpProxy,
+    TcpRoute, TrafficDirection, UpstreamProtocol, UpstreamTls, VirtualHost, WeightedCluster,
     WeightedClusters,
 };
 use crate::registry::{port_protocol, Service, ServiceSource, Workload};
@@ -152,6 +157,10 @@ struct InboundPort {
     /// The service the port belongs to, when one selects the workload.
     host: Option<String>,
     app: Option<SocketAddr>,
+    /// Sidecar ingress `tls`: the sidecar terminates TLS itself (no mesh mTLS on the port).
+    tls: Option<DownstreamTls>,
+    /// Sidecar ingress `connectionPool` (replaces `inboundConnectionPool` for the port).
+    pool: Option<ConnectionPoolSettings>,
 }
 
 impl<'a> Compiler<'a> {
@@ -538,6 +547,16 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
             };
+            // HTTPS with `tls`: the sidecar terminates TLS and routes the HTTP inside.
+            let proto = if l.tls.is_some() && proto == Protocol::Https {
+                Protocol::Http
+            } else {
+                proto
+            };
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|tls| self.server_tls(tls, &format!("{at}.tls"), proto.is_http()));
             ports.insert(
                 port,
                 InboundPort {
@@ -545,6 +564,8 @@ impl<'a> Compiler<'a> {
                     sniffed,
                     host: None,
                     app: Some(target),
+                    tls,
+                    pool: l.connection_pool.clone(),
                 },
             );
         }
@@ -562,6 +583,8 @@ impl<'a> Compiler<'a> {
                 sniffed,
                 host: None,
                 app: None,
+                tls: None,
+                pool: None,
             });
         }
         let key = w.key();
@@ -576,6 +599,8 @@ impl<'a> Compiler<'a> {
                         sniffed: sp.sniffed,
                         host: Some(svc.host.clone()),
                         app: None,
+                        tls: None,
+                        pool: None,
                     };
                     let e = ports.entry(*ep_port).or_insert(declared.clone());
                     if !sp.sniffed && (e.sniffed || e.host.is_none()) {
@@ -601,6 +626,9 @@ impl<'a> Compiler<'a> {
                 .unwrap_or_default(),
         };
         let timeout = self.mesh.connect_timeout.as_std();
+        let inbound_pool = self
+            .select_sidecar()
+            .and_then(|(_, s)| s.inbound_connection_pool.clone());
         let mut chains = Vec::new();
         for (port, p) in ports {
             let InboundPort {
@@ -608,6 +636,8 @@ impl<'a> Compiler<'a> {
                 sniffed,
                 host,
                 app,
+                tls,
+                pool,
             } = p;
             if PROXY_PORTS.contains(&port) || proto == Protocol::Udp {
                 continue;
@@ -624,17 +654,20 @@ impl<'a> Compiler<'a> {
                 _ => UpstreamProtocol::Tcp,
             };
             let host = host.unwrap_or_else(|| format!("{}.{}", t.name, t.namespace));
-            self.clusters.insert(
-                cluster_name.clone(),
-                Arc::new(plain_cluster(
-                    &cluster_name,
-                    &host,
-                    port,
-                    Discovery::Eds,
-                    protocol,
-                    timeout,
-                )),
+            let mut cluster = plain_cluster(
+                &cluster_name,
+                &host,
+                port,
+                Discovery::Eds,
+                protocol,
+                timeout,
             );
+            if let Some(cp) = pool.as_ref().or(inbound_pool.as_ref()) {
+                (cluster.pool, cluster.connect_timeout) =
+                    crate::cluster::connection_pool(Some(cp), timeout);
+            }
+            self.clusters
+                .insert(cluster_name.clone(), Arc::new(cluster));
             self.endpoints.insert(
                 cluster_name.clone(),
                 Arc::new(ClusterEndpoints {
@@ -674,7 +707,11 @@ impl<'a> Compiler<'a> {
                 ChainHandler::Http(HttpManager {
                     route_table: table,
                     codec: HttpCodec::Auto,
-                    scheme: Scheme::Http,
+                    scheme: if tls.is_some() {
+                        Scheme::Https
+                    } else {
+                        Scheme::Http
+                    },
                 })
             } else {
                 ChainHandler::Tcp(TcpProxy {
@@ -697,7 +734,9 @@ impl<'a> Compiler<'a> {
             chains.push(FilterChain {
                 name: format!("inbound|{port}"),
                 filter_match,
-                tls: None,
+                // Sidecar ingress TLS: terminated here; plaintext on the port fails the
+                // handshake (it must not fall through to the passthrough chain).
+                tls,
                 handler,
             });
         }

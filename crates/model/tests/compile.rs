@@ -1931,3 +1931,89 @@ spec:
         c.warnings
     );
 }
+
+#[test]
+fn sidecar_ingress_tls_replaces_mesh_mtls_and_connection_pools_limit_inbound_clusters() {
+    let res = load(
+        "
+apiVersion: v1
+kind: Pod
+metadata: {name: quotes, namespace: app, labels: {app: quotes}}
+spec:
+  containers: [{name: q, image: q, ports: [{containerPort: 8080, name: http}]}]
+status: {podIP: 10.1.2.3}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: quotes, namespace: app}
+spec:
+  workloadSelector: {labels: {app: quotes}}
+  inboundConnectionPool:
+    tcp: {maxConnections: 50, connectTimeout: 2s}
+  ingress:
+  - port: {number: 9443, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:8080
+    tls:
+      mode: MUTUAL
+      serverCertificate: /etc/certs/server.pem
+      privateKey: /etc/certs/key.pem
+      caCertificates: /etc/certs/ca.pem
+    connectionPool:
+      http: {http1MaxPendingRequests: 7}
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: app}
+spec: {mtls: {mode: STRICT}}
+",
+    );
+    let c = compile_for(&res, "app/quotes");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let inbound = listener(&c, "virtualInbound");
+    let on = |port| -> Vec<&FilterChain> {
+        inbound
+            .filter_chains
+            .iter()
+            .filter(|f| f.filter_match.destination_port == Some(port))
+            .collect()
+    };
+    // 9443: the sidecar's own TLS, one chain, no mesh mTLS.
+    let tls_chains = on(9443);
+    assert_eq!(tls_chains.len(), 1);
+    let tls = tls_chains[0].tls.as_ref().expect("TLS terminated");
+    assert!(tls.require_client_cert);
+    assert!(tls.certificate.contains("/etc/certs/server.pem"), "{tls:?}");
+    assert_eq!(
+        c.secrets[&tls.certificate]
+            .files
+            .as_ref()
+            .unwrap()
+            .private_key,
+        "/etc/certs/key.pem"
+    );
+    assert!(tls
+        .client_ca
+        .as_ref()
+        .unwrap()
+        .contains("/etc/certs/ca.pem"));
+    assert!(matches!(
+        &tls_chains[0].handler,
+        ChainHandler::Http(h) if h.scheme == Scheme::Https
+    ));
+    // 9080: STRICT mesh mTLS as usual.
+    let mtls = on(9080);
+    assert_eq!(mtls.len(), 1);
+    assert!(mtls[0].filter_match.tls_only);
+    // The listener's pool replaces inboundConnectionPool; other ports take the Sidecar's.
+    let tls_cluster = &c.clusters["inbound|9443||"];
+    assert_eq!(tls_cluster.pool.http1_max_pending_requests, 7);
+    assert_eq!(
+        tls_cluster.pool.max_connections,
+        ConnectionPool::default().max_connections
+    );
+    let plain = &c.clusters["inbound|9080||"];
+    assert_eq!(plain.pool.max_connections, 50);
+    assert_eq!(plain.connect_timeout, Duration::from_secs(2));
+}

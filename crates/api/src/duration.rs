@@ -93,7 +93,10 @@ pub fn parse_go_duration(text: &str) -> Result<StdDuration, String> {
     if s == "0" {
         return Ok(StdDuration::ZERO);
     }
-    let mut total: f64 = 0.0;
+    // Exact integer arithmetic in nanoseconds (as Go's time.ParseDuration), so sub-millisecond
+    // parts such as "3.000000042s" are seen as written, not lost to float rounding.
+    const MAX_NANOS: u128 = 315_576_000_000 * 1_000_000_000;
+    let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
@@ -102,27 +105,50 @@ pub fn parse_go_duration(text: &str) -> Result<StdDuration, String> {
         if num_len == 0 {
             return Err(bad());
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        let number = &rest[..num_len];
+        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+        if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
+            return Err(bad());
+        }
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let unit: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += number * scale;
         rest = &rest[unit_len..];
+        let too_large = || format!("invalid duration {text:?}: too large");
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| too_large())?
+        };
+        let mut value = int.checked_mul(unit).ok_or_else(too_large)?;
+        // Fraction digits scaled to the unit; digits finer than a nanosecond are dropped.
+        let mut scale = unit;
+        for d in frac_part.bytes() {
+            if scale < 10 {
+                break;
+            }
+            scale /= 10;
+            value += u128::from(d - b'0') * scale;
+        }
+        total = total.checked_add(value).ok_or_else(too_large)?;
+        if total > MAX_NANOS {
+            return Err(too_large());
+        }
     }
-    if !total.is_finite() || total > 315_576_000_000.0 {
-        return Err(format!("invalid duration {text:?}: too large"));
-    }
-    Ok(StdDuration::from_secs_f64(total))
+    Ok(StdDuration::new(
+        (total / 1_000_000_000) as u64,
+        (total % 1_000_000_000) as u32,
+    ))
 }
 
 #[cfg(test)]
@@ -138,11 +164,32 @@ mod tests {
         assert_eq!(ms("1h"), 3_600_000);
         assert_eq!(ms("0"), 0);
         assert_eq!(parse_go_duration("10us").unwrap().as_micros(), 10);
+        let ns = |t: &str| parse_go_duration(t).unwrap().as_nanos();
+        assert_eq!(ns("3.000000042s"), 3_000_000_042);
+        assert_eq!(ns("0.3s"), 300_000_000);
+        assert_eq!(ns("1.5h"), 5_400_000_000_000);
+        assert_eq!(ns(".5s"), 500_000_000);
+        assert_eq!(
+            ns("1.0000000009s"),
+            1_000_000_000,
+            "finer than 1ns is dropped"
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for t in ["", "5", "5x", "-1s", "s", "1.2.3s", "ms5", "1e3s"] {
+        for t in [
+            "",
+            "5",
+            "5x",
+            "-1s",
+            "s",
+            "1.2.3s",
+            "ms5",
+            "1e3s",
+            ".s",
+            "99999999999999999999999h",
+        ] {
             assert!(parse_go_duration(t).is_err(), "{t}");
         }
     }

@@ -508,9 +508,7 @@ fn duration_ms(v: &mut Validator, field: &str, d: &Option<Duration>) {
         v.duration_min_1ms(field, &Some(d.clone()));
         return;
     }
-    // Tolerate float rounding of fractional-seconds text ("0.3s").
-    let rem = std.subsec_nanos() % 1_000_000;
-    if rem > 1_000 && rem < 999_000 {
+    if std.subsec_nanos() % 1_000_000 != 0 {
         v.error_at(
             field,
             format!(
@@ -670,6 +668,8 @@ fn validate_namespaced_host(v: &mut Validator, host: &str, scope: HostScope) {
         None if scope == HostScope::Gateway => {
             if let Err(e) = check_host(host) {
                 v.error(format!("{e}: expected [namespace/]dnsName, e.g. \"*\", \"example.com\" or \"prod/*.example.com\""));
+            } else {
+                check_listener_host_part(v, host);
             }
             return;
         }
@@ -703,6 +703,23 @@ fn validate_namespaced_host(v: &mut Validator, host: &str, scope: HostScope) {
     }
     if let Err(e) = check_host(name) {
         v.error(e);
+    } else {
+        check_listener_host_part(v, name);
+    }
+}
+
+/// Istio's `validateSidecarOrGatewayHostnamePart` beyond the DNS syntax: the dnsName of a
+/// Gateway server or Sidecar egress host is a fully qualified name (or an IP for Gateways),
+/// `*`, or `*.suffix`; short names and partial wildcards like `*bar.com` are rejected.
+fn check_listener_host_part(v: &mut Validator, name: &str) {
+    if name != "*" && !name.contains('.') {
+        v.error(format!(
+            "invalid host {name:?}: short names (non FQDN) are not allowed here: expected a fully qualified name such as \"{name}.default.svc.cluster.local\", \"*.example.com\" or \"*\""
+        ));
+    } else if name.contains('*') && name != "*" && !name.starts_with("*.") {
+        v.error(format!(
+            "invalid host {name:?}: partial wildcard not allowed: expected \"*\" or a wildcard label such as \"*.example.com\""
+        ));
     }
 }
 
@@ -1295,11 +1312,17 @@ fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
     let cred = is_set(&tls.credential_name);
     let creds = !tls.credential_names.is_empty();
     let certs = !tls.tls_certificates.is_empty();
+    // Istio's oneof: the certificate source is a secret, secrets, files or file pairs.
+    // (A privateKey or caCertificates beside credentialName is tolerated, as in Istio.)
     oneof(
         v,
         &[
             ("credentialName", cred),
             ("credentialNames", creds),
+            (
+                "serverCertificate",
+                is_set(&tls.server_certificate) && (cred || creds),
+            ),
             ("tlsCertificates", certs),
         ],
     );
@@ -1312,13 +1335,27 @@ fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
             ),
         );
     }
+    let mode = tls.mode();
     if tls.tls_certificates.len() > 2 {
-        v.error_at(
+        // Istio warns (Envoy serves one RSA and one ECDSA certificate at most).
+        warn_at(
+            v,
             "tlsCertificates",
             format!(
-                "at most 2 tlsCertificates (e.g. one RSA and one ECDSA), found {}",
+                "{mode} TLS can support up to 2 server certificates (e.g. one RSA and one ECDSA), found {}: the rest are ignored",
                 tls.tls_certificates.len()
             ),
+        );
+    }
+    if matches!(
+        tls.min_protocol_version,
+        Some(TLSProtocol::TlsV1_0 | TLSProtocol::TlsV1_1)
+    ) && tls.cipher_suites.is_empty()
+    {
+        warn_at(
+            v,
+            "minProtocolVersion",
+            "TLS versions below TLSV1_2 need compatible cipherSuites set: the default ciphers no longer include any",
         );
     }
     if certs && (is_set(&tls.server_certificate) || is_set(&tls.private_key)) {
@@ -1327,7 +1364,6 @@ fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
             "tlsCertificates cannot be combined with serverCertificate/privateKey: use one form",
         );
     }
-    let mode = tls.mode();
     match mode {
         ServerTLSMode::IstioMutual => {
             for (field, set) in [
@@ -1395,7 +1431,28 @@ fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
                 }
             }
         }
-        ServerTLSMode::Passthrough | ServerTLSMode::AutoPassthrough => {}
+        ServerTLSMode::Passthrough | ServerTLSMode::AutoPassthrough => {
+            let certs_set = [
+                &tls.ca_crl,
+                &tls.server_certificate,
+                &tls.private_key,
+                &tls.ca_certificates,
+                &tls.credential_name,
+            ]
+            .into_iter()
+            .any(is_set);
+            if certs_set {
+                v.warn(format!(
+                    "{mode} mode does not use certificates: serverCertificate, privateKey, caCertificates, caCrl and credentialName are ignored"
+                ));
+            }
+        }
+    }
+    if mode == ServerTLSMode::Simple && is_set(&tls.ca_crl) && !cred && !creds {
+        v.error_at(
+            "caCrl",
+            "CRL is not supported with SIMPLE TLS: a CRL applies to client certificates (MUTUAL or OPTIONAL_MUTUAL)",
+        );
     }
     if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version) {
         if min != TLSProtocol::TlsAuto && max != TLSProtocol::TlsAuto && min > max {
@@ -1408,11 +1465,12 @@ fn validate_server_tls(v: &mut Validator, tls: &ServerTLSSettings) {
     let mut seen = HashSet::new();
     v.at("cipherSuites", |v| {
         for (i, c) in tls.cipher_suites.iter().enumerate() {
-            let known = c
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .split('|')
-                .all(|c| CIPHER_SUITES.contains(&c));
+            // Istio's IsValidCipherSuite: "ALL", and entries not starting with a letter or
+            // digit (BoringSSL operators and groups: "-X", "!X", "[A|B]"), pass as written.
+            let known = c.is_empty()
+                || c == "ALL"
+                || !c.starts_with(|ch: char| ch.is_alphanumeric())
+                || CIPHER_SUITES.contains(&c.as_str());
             if !seen.insert(c.as_str()) {
                 v.at_index(i, |v| v.warn(format!("duplicate cipher suite {c:?}")));
             } else if !known {
@@ -2235,8 +2293,11 @@ impl Validate for VirtualService {
 fn validate_header_operations(v: &mut Validator, ops: &HeaderOperations, request: bool) {
     for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
         v.at(field, |v| {
-            for name in map.keys() {
+            for (name, value) in map {
                 if let Err(e) = check_header_operation_name(name, request) {
+                    v.at_key(name, |v| v.error(e));
+                }
+                if let Err(e) = check_header_value(value) {
                     v.at_key(name, |v| v.error(e));
                 }
             }
@@ -2247,6 +2308,60 @@ fn validate_header_operations(v: &mut Validator, ops: &HeaderOperations, request
             v.error(e);
         }
     });
+}
+
+/// Istio's `ValidateHTTPHeaderValue`: no control characters, and Envoy's header formatter
+/// syntax: `%%` is a literal percent, any other `%` opens a `%COMMAND%` (optionally with
+/// `(arguments)` and `:length`) that must be closed.
+fn check_header_value(value: &str) -> Result<(), String> {
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(*c as u32, 0..=8 | 0x0A..=0x1F | 0x7F))
+    {
+        return Err(format!(
+            "invalid header value {value:?}: control character {c:?} is not allowed"
+        ));
+    }
+    let mut rest = value;
+    while let Some(i) = rest.find('%') {
+        let after = &rest[i + 1..];
+        if let Some(next) = after.strip_prefix('%') {
+            rest = next;
+            continue;
+        }
+        // The command name runs to the closing '%' (arguments in parentheses may hold '%'-free text).
+        let Some(end) = after.find('%') else {
+            return Err(format!(
+                "invalid header value {value:?}: unescaped '%' (write \"%%\" for a literal percent or %VARIABLE% for an Envoy variable such as %HOSTNAME%)"
+            ));
+        };
+        let command = &after[..end];
+        let name_len = command
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(command.len());
+        let (name, tail) = command.split_at(name_len);
+        let tail_ok = tail.is_empty()
+            || (tail.starts_with('(') && {
+                let close = tail.rfind(')');
+                close.is_some_and(|c| {
+                    let after_args = &tail[c + 1..];
+                    after_args.is_empty()
+                        || after_args
+                            .strip_prefix(':')
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            || tail
+                .strip_prefix(':')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_uppercase()) || !tail_ok {
+            return Err(format!(
+                "invalid header value {value:?}: %{command}% is not an Envoy variable: expected %NAME%, %NAME(args)% or \"%%\" for a literal percent"
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
 }
 
 impl Validate for Headers {
@@ -5289,7 +5404,7 @@ mod tests {
         assert_error(
             &gw,
             "spec.servers[0].tls.credentialNames",
-            "only one of credentialName, credentialNames or tlsCertificates",
+            "only one of credentialName, credentialNames, serverCertificate or tlsCertificates",
         );
         assert_error(&gw, "spec.servers[0].tls.credentialNames", "at most 2");
         let gw = gateway_with(json!({"port": port("HTTPS"), "hosts": ["*"],

@@ -280,19 +280,20 @@ pub fn check_host(host: &str) -> Result<(), String> {
     if host.len() > 255 {
         return bad("longer than 255 characters");
     }
-    let body = match host.strip_prefix("*.") {
-        Some(rest) => rest,
+    let (body, partial) = match host.strip_prefix("*.") {
+        Some(rest) => (rest, false),
         None if host.starts_with('*') => {
-            // `*foo.com` is accepted by Istio as a wildcard prefix of the first label.
-            &host[1..]
+            // `*foo.com` (and `*-foo.com`) is accepted by Istio as a wildcard prefix of the
+            // first label: that label's remainder may start with '-'.
+            (&host[1..], true)
         }
-        None => host,
+        None => (host, false),
     };
     let body = body.strip_suffix('.').unwrap_or(body);
     if body.is_empty() {
         return bad("wildcard without a domain");
     }
-    for label in body.split('.') {
+    for (i, label) in body.split('.').enumerate() {
         if label.is_empty() || label.len() > 63 {
             return bad("each dot-separated label must be 1-63 characters");
         }
@@ -302,7 +303,7 @@ pub fn check_host(host: &str) -> Result<(), String> {
         {
             return bad("labels may contain only letters, digits, '-' and '_' (wildcard '*' only as the first label)");
         }
-        if label.starts_with('-') || label.ends_with('-') {
+        if (label.starts_with('-') && !(partial && i == 0)) || label.ends_with('-') {
             return bad("labels cannot start or end with '-'");
         }
     }
@@ -339,6 +340,8 @@ mod tests {
             "reviews.default.svc.cluster.local",
             "*.example.com",
             "api.example.com.",
+            "*-foo.bar.com",
+            "*foo",
         ] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }

@@ -2282,6 +2282,28 @@ impl Validate for VirtualService {
         v.each("http", &self.http, |v, r| {
             validate_http_route(v, r, delegate)
         });
+        if applies_to_mesh {
+            // Istio: JWT claims exist only where a gateway validated the token.
+            v.each("http", &self.http, |v, r| {
+                v.each("match", &r.matches, |v, m| {
+                    for (field, map) in [
+                        ("headers", &m.headers),
+                        ("withoutHeaders", &m.without_headers),
+                    ] {
+                        v.at(field, |v| {
+                            for key in map.keys().filter(|k| k.starts_with("@request.auth.claims")) {
+                                v.at_key(key, |v| {
+                                    v.error(format!(
+                                        "JWT claim based routing ({key}) is only supported for gateways: this VirtualService applies to the mesh (gateways {:?}); bind it to gateways only",
+                                        self.gateways
+                                    ))
+                                });
+                            }
+                        });
+                    }
+                });
+            });
+        }
         v.each("tls", &self.tls, |v, r| {
             validate_tls_route(v, r, &self.hosts)
         });
@@ -2918,7 +2940,7 @@ fn validate_tls_route(v: &mut Validator, r: &TLSRoute, vs_hosts: &[String]) {
             v.error_at("sniHosts", "a tls match needs at least one SNI host");
         }
         v.each("sniHosts", &m.sni_hosts, |v, sni| {
-            if check_host(sni).is_err() && is_ip(sni) {
+            if is_ip(sni) {
                 v.warn(format!("SNI host {sni:?} is an IP address: SNI carries names and most clients never send IPs"));
                 return;
             }
@@ -3508,6 +3530,9 @@ impl Validate for DestinationRule {
         }
         if let Some(ws) = &self.workload_selector {
             v.nested("workloadSelector", ws);
+            if ws.match_labels.is_empty() {
+                warn_at(v, "workloadSelector", "workload selector specified without labels: this DestinationRule applies to every workload in scope, as if workloadSelector were not set");
+            }
         }
         if let Some(tp) = &self.traffic_policy {
             v.at("trafficPolicy", |v| validate_traffic_policy(v, tp));
@@ -3521,7 +3546,7 @@ impl Validate for DestinationRule {
                     } else if !is_dns_label(&s.name) {
                         v.error_at("name", format!("invalid subset name {:?}: expected a DNS-1123 label such as v1", s.name));
                     } else if let Some(first) = names.get(s.name.as_str()) {
-                        warn_at(v, "name", format!("duplicate subset name {:?} (also subsets[{first}]): routes will use the first", s.name));
+                        v.error_at("name", format!("duplicate subset name {:?} (also subsets[{first}]): subset names must be unique", s.name));
                     } else {
                         names.insert(&s.name, i);
                     }
@@ -4181,6 +4206,16 @@ impl Validate for ServiceEntry {
                         }
                     }
                     optional_port(v, "targetPort", p.target_port.filter(|p| *p != 0));
+                    // Istio compares the raw text: "" or exactly "TCP".
+                    if self.addresses.is_empty()
+                        && matches!(p.protocol.as_deref(), None | Some("") | Some("TCP"))
+                    {
+                        warn_at(
+                            v,
+                            "protocol",
+                            "addresses are required for ports serving TCP (or unset) protocol when ISTIO_META_DNS_AUTO_ALLOCATE is not set on a proxy: without an address the port cannot be told apart from other TCP services on it",
+                        );
+                    }
                 });
             }
         });
@@ -4235,6 +4270,13 @@ impl Validate for ServiceEntry {
                     );
                 }
                 v.each("endpoints", &self.endpoints, |v, e| {
+                    if let Some(a) = e.address.as_deref().filter(|a| a.starts_with("unix://")) {
+                        v.error_at(
+                            "address",
+                            format!("endpoint address {a:?} is not a valid FQDN or IP address: resolution {resolution} resolves host names; unix sockets need resolution STATIC"),
+                        );
+                        return;
+                    }
                     validate_workload_entry(v, e, Some(&port_names), true)
                 });
                 let tcp = self
@@ -4275,7 +4317,7 @@ impl Validate for ServiceEntry {
                 .iter()
                 .any(|p| !p.protocol_kind().is_some_and(|k| k.is_http() || k.is_tls()));
             if opaque {
-                v.warn("several hosts with non-HTTP, non-TLS ports: TCP traffic cannot be told apart by host");
+                v.error("multiple hosts provided with non-HTTP, non-TLS ports: plain TCP traffic cannot be told apart by host; use one host per ServiceEntry, HTTP/TLS ports, or resolution NONE");
             }
         }
         validate_export_to(v, &self.export_to, true, false);
@@ -4768,7 +4810,8 @@ impl Validate for Sidecar {
     fn validate(&self, v: &mut Validator) {
         if let Some(ws) = &self.workload_selector {
             if ws.labels.is_empty() {
-                v.error_at("workloadSelector.labels", "workloadSelector needs labels: remove workloadSelector to apply to the whole namespace");
+                // Istio warns (backwards compatibility): it applies to the whole namespace.
+                warn_at(v, "workloadSelector", "workload selector specified without labels: this Sidecar applies to every workload in the namespace, as if workloadSelector were not set");
             }
             v.nested("workloadSelector", ws);
         }
@@ -5799,6 +5842,8 @@ mod tests {
         let errors = issues(&vs)
             .into_iter()
             .filter(|i| i.path.contains("withoutHeaders") || i.path.contains("claims"))
+            // (this VirtualService applies to the mesh, where claims are not available)
+            .filter(|i| !i.message.contains("only supported for gateways"))
             .count();
         assert_eq!(
             errors, 0,
@@ -6130,7 +6175,7 @@ mod tests {
             {"name": "V_2"}
         ]}));
         assert_error(&dr, "spec.host", "host is required");
-        assert_warning(
+        assert_error(
             &dr,
             "spec.subsets[1].name",
             "duplicate subset name \"v1\" (also subsets[0])",
@@ -6805,7 +6850,7 @@ mod tests {
             ],
             "outboundTrafficPolicy": {"egressProxy": {"host": "proxy"}}
         }));
-        assert_error(&sc, "spec.workloadSelector.labels", "needs labels");
+        assert_warning(&sc, "spec.workloadSelector", "without labels");
         assert_error(&sc, "spec.egress[0]", "without port must be the last");
         assert_error(&sc, "spec.egress[1].hosts[0]", "expected namespace/dnsName");
         assert_error(

@@ -1208,3 +1208,841 @@ fn http_route_more_cases() -> Vec<Case> {
 fn virtual_service_http_and_tcp_routes() {
     check(&http_route_more_cases());
 }
+
+// TestValidateVirtualService, TestValidateWorkloadEntry, TestValidateWorkloadGroup
+
+fn virtual_service_cases() -> Vec<Case> {
+    let vs = |name: &str, spec: &str, expect: Expect| c(name, "VirtualService", spec, expect);
+    let route = "http:\n- route: [{destination: {host: foo.baz}}]";
+    vec![
+        vs("simple", &format!("hosts: [foo.bar]\n{route}"), Ok),
+        vs(
+            "allow sni based domains",
+            r#"
+            hosts: [outbound_.15010_._.istiod.istio-system.svc.cluster.local]
+            gateways: [ns1/gateway]
+            tls:
+            - match: [{sniHosts: [outbound_.15010_._.istiod.istio-system.svc.cluster.local]}]
+              route: [{destination: {host: istio.istio-system.svc.cluster.local}}]
+            "#,
+            Ok,
+        ),
+        vs("duplicate hosts", &format!("hosts: [\"*.foo.bar\", \"*.bar\"]\n{route}"), Err("hosts")),
+        vs(
+            "with no destination",
+            "hosts: [\"*.foo.bar\"]\nhttp:\n- route: [{}]",
+            Err("destination"),
+        ),
+        vs(
+            "destination without host",
+            "hosts: [\"*.foo.bar\"]\nhttp:\n- route: [{destination: {}}]",
+            Err("host"),
+        ),
+        vs("delegate with no hosts", route, Ok),
+        vs("bad host", &format!("hosts: [foo.ba!r]\n{route}"), Err("foo.ba!r")),
+        vs("no tcp or http routing", "hosts: [foo.bar]", Err("http")),
+        vs(
+            "bad gateway",
+            &format!("hosts: [foo.bar]\ngateways: [b@dgateway]\n{route}"),
+            Err("gateway"),
+        ),
+        vs(
+            "FQDN for gateway",
+            &format!("hosts: [foo.bar]\ngateways: [gateway.example.com]\n{route}"),
+            Warn("gateway"),
+        ),
+        vs(
+            "namespace/name for gateway",
+            &format!("hosts: [foo.bar]\ngateways: [ns1/gateway]\n{route}"),
+            Ok,
+        ),
+        vs(
+            "namespace/* for gateway",
+            &format!("hosts: [foo.bar]\ngateways: [\"ns1/*\"]\n{route}"),
+            Err("gateway"),
+        ),
+        vs(
+            "*/name for gateway",
+            &format!("hosts: [foo.bar]\ngateways: [\"*/gateway\"]\n{route}"),
+            Err("gateway"),
+        ),
+        vs("wildcard for mesh gateway", &format!("hosts: [\"*\"]\n{route}"), Err("*")),
+        vs(
+            "wildcard for non-mesh gateway",
+            &format!("hosts: [\"*\"]\ngateways: [somegateway]\n{route}"),
+            Ok,
+        ),
+        vs(
+            "missing tcp route",
+            "hosts: [foo.bar]\ntcp:\n- match: [{port: 999}]",
+            Err("route"),
+        ),
+        vs(
+            "missing tls route",
+            "hosts: [foo.bar]\ntls:\n- match: [{port: 999, sniHosts: [foo.bar]}]",
+            Err("route"),
+        ),
+        vs(
+            "deprecated mirror",
+            "hosts: [foo.bar]\ngateways: [ns1/gateway]\nhttp:\n- mirrorPercent: 5\n  route: [{destination: {host: foo.baz}}]",
+            Warn("mirror"),
+        ),
+        vs(
+            "set authority",
+            r#"
+            hosts: [foo.bar]
+            http:
+            - headers: {request: {set: {":authority": foo}}}
+              route: [{destination: {host: foo.baz}}]
+            "#,
+            Ok,
+        ),
+        vs(
+            "set authority in destination",
+            r#"
+            hosts: [foo.bar]
+            http:
+            - route: [{destination: {host: foo.baz}, headers: {request: {set: {":authority": foo}}}}]
+            "#,
+            Ok,
+        ),
+        vs(
+            "set authority in rewrite and header",
+            r#"
+            hosts: [foo.bar]
+            http:
+            - headers: {request: {set: {":authority": foo}}}
+              rewrite: {authority: bar}
+              route: [{destination: {host: foo.baz}}]
+            "#,
+            Err("authority"),
+        ),
+        vs(
+            "non-method-get",
+            r#"
+            hosts: [foo.bar]
+            http:
+            - route: [{destination: {host: foo.baz}}]
+              match:
+              - uri: {prefix: /api/v1/product}
+              - uri: {prefix: /api/v1/products}
+                method: {exact: GET}
+            "#,
+            // Istio's validation warns (VirtualServiceIneffectiveMatch); Trellis reports that
+            // from `trellis analyze` as IST0131 (crates/analyze), not as a schema warning.
+            Ok,
+        ),
+        vs(
+            "uri-with-prefix-exact",
+            r#"
+            hosts: [foo.bar]
+            http:
+            - route: [{destination: {host: foo.baz}}]
+              match:
+              - uri: {prefix: /}
+              - uri: {exact: /}
+                method: {exact: GET}
+            "#,
+            Ok,
+        ),
+        vs(
+            "jwt claim route without gateway",
+            r#"
+            hosts: [foo.bar]
+            gateways: [mesh]
+            http:
+            - route: [{destination: {host: foo.baz}}]
+              match:
+              - uri: {prefix: /}
+                headers: {"@request.auth.claims.foo": {exact: bar}}
+            "#,
+            Err("claims"),
+        ),
+        vs(
+            "ip address as sni host",
+            r#"
+            hosts: [foo.bar]
+            tls:
+            - route: [{destination: {host: foo.baz}}]
+              match: [{port: 999, sniHosts: [1.1.1.1]}]
+            "#,
+            Warn("1.1.1.1"),
+        ),
+        vs(
+            "invalid wildcard as sni host",
+            r#"
+            hosts: [foo.bar]
+            tls:
+            - route: [{destination: {host: foo.baz}}]
+              match: [{port: 999, sniHosts: [foo.*.com]}]
+            "#,
+            Err("foo.*.com"),
+        ),
+    ]
+}
+
+fn workload_cases() -> Vec<Case> {
+    let we = |name: &str, spec: &str, expect: Expect| c(name, "WorkloadEntry", spec, expect);
+    let wg = |name: &str, spec: &str, expect: Expect| c(name, "WorkloadGroup", spec, expect);
+    vec![
+        we("valid", "address: 1.2.3.4", Ok),
+        we("missing address", "{}", Err("address")),
+        we(
+            "missing address with network",
+            "network: network-2",
+            Warn("address"),
+        ),
+        we("valid unix endpoint", "address: unix:///lon/google/com", Ok),
+        we(
+            "invalid unix endpoint",
+            "address: unix:///lon/google/com\nports: {\"7777\": 7777}",
+            Err("unix"),
+        ),
+        we(
+            "valid FQDN",
+            "address: validdns.com\nports: {\"7777\": 7777}",
+            Ok,
+        ),
+        we(
+            "invalid FQDN",
+            "address: invaliddns.com:9443\nports: {\"7777\": 7777}",
+            Err("address"),
+        ),
+        we(
+            "valid IP",
+            "address: 172.16.1.1\nports: {\"7777\": 7777}",
+            Ok,
+        ),
+        wg("valid", "template: {}", Ok),
+        wg(
+            "invalid metadata labels",
+            "template: {}\nmetadata: {labels: {\".\": \"~\"}}",
+            Err("label"),
+        ),
+        wg(
+            "probe missing method",
+            "template: {}\nprobe: {}",
+            Err("probe"),
+        ),
+        wg(
+            "probe http empty",
+            "template: {}\nprobe: {httpGet: {}}",
+            Err("port"),
+        ),
+        wg(
+            "probe http valid",
+            "template: {}\nprobe: {httpGet: {port: 5}}",
+            Ok,
+        ),
+        wg(
+            "probe tcp invalid",
+            "template: {}\nprobe: {tcpSocket: {}}",
+            Err("port"),
+        ),
+        wg(
+            "probe tcp valid",
+            "template: {}\nprobe: {tcpSocket: {port: 5}}",
+            Ok,
+        ),
+        wg(
+            "probe exec invalid",
+            "template: {}\nprobe: {exec: {}}",
+            Err("command"),
+        ),
+        wg(
+            "probe exec valid",
+            "template: {}\nprobe: {exec: {command: [foo, bar]}}",
+            Ok,
+        ),
+    ]
+}
+
+#[test]
+fn virtual_service() {
+    check(&virtual_service_cases());
+}
+
+#[test]
+fn workload_entry_and_group() {
+    check(&workload_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// DestinationRule (TestValidateDestinationRule, TestValidateTrafficPolicy,
+// TestValidateConnectionPool, TestValidateLoadBalancer, TestValidateOutlierDetection)
+
+fn destination_rule_cases() -> Vec<Case> {
+    let dr = |name: &str, spec: &str, expect: Expect| c(name, "DestinationRule", spec, expect);
+    let subsets =
+        "subsets:\n- {name: v1, labels: {version: v1}}\n- {name: v2, labels: {version: v2}}\n";
+    let good_policy = "loadBalancer: {simple: ROUND_ROBIN}\nconnectionPool: {tcp: {maxConnections: 7}, http: {http2MaxRequests: 11}}\noutlierDetection: {minHealthPercent: 20}\n";
+    let tp = |name: &str, policy: &str, expect: Expect| {
+        dr(
+            &format!("traffic policy: {name}"),
+            &format!("host: reviews\ntrafficPolicy:\n{}", nest(policy, 2)),
+            expect,
+        )
+    };
+    let tls = |name: &str, tls: &str, expect: Expect| {
+        dr(
+            &format!("tls: {name}"),
+            &format!("host: reviews\ntrafficPolicy:\n  tls: {tls}\n"),
+            expect,
+        )
+    };
+    let pool = |name: &str, pool: &str, expect: Expect| {
+        tp(name, &format!("connectionPool: {pool}"), expect)
+    };
+    let lb =
+        |name: &str, lb: &str, expect: Expect| tp(name, &format!("loadBalancer: {lb}"), expect);
+    let od =
+        |name: &str, od: &str, expect: Expect| tp(name, &format!("outlierDetection: {od}"), expect);
+    vec![
+        dr("simple destination rule", &format!("host: reviews\n{subsets}"), Ok),
+        dr(
+            "simple destination rule with empty selector labels",
+            &format!("host: reviews\n{subsets}workloadSelector: {{}}\n"),
+            Warn("without labels"),
+        ),
+        dr("missing destination name", &format!("host: \"\"\n{subsets}"), Err("host")),
+        dr(
+            "missing subset name",
+            "host: reviews\nsubsets:\n- {name: \"\", labels: {version: v1}}\n- {name: v2, labels: {version: v2}}",
+            Err("name"),
+        ),
+        dr(
+            "duplicate subset names",
+            "host: reviews\nsubsets:\n- {name: foo, labels: {version: v1}}\n- {name: foo, labels: {version: v2}}",
+            Err("duplicate"),
+        ),
+        dr(
+            "valid traffic policy, top level",
+            &format!("host: reviews\ntrafficPolicy:\n{}{subsets}", nest(good_policy, 2)),
+            Ok,
+        ),
+        dr(
+            "invalid traffic policy, top level",
+            &format!(
+                "host: reviews\ntrafficPolicy:\n  loadBalancer: {{simple: ROUND_ROBIN}}\n  connectionPool: {{}}\n  outlierDetection: {{minHealthPercent: 20}}\n{subsets}"
+            ),
+            Err("connectionPool"),
+        ),
+        dr(
+            "valid traffic policy, subset level",
+            &format!(
+                "host: reviews\nsubsets:\n- name: v1\n  labels: {{version: v1}}\n  trafficPolicy:\n{}- {{name: v2, labels: {{version: v2}}}}\n",
+                nest(good_policy, 4)
+            ),
+            Ok,
+        ),
+        dr(
+            "invalid traffic policy, subset level",
+            "host: reviews\nsubsets:\n- name: v1\n  labels: {version: v1}\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {}\n- {name: v2, labels: {version: v2}}\n",
+            Err("connectionPool"),
+        ),
+        dr(
+            "valid traffic policy, both levels",
+            &format!(
+                "host: reviews\ntrafficPolicy:\n{}subsets:\n- name: v1\n  labels: {{version: v1}}\n  trafficPolicy:\n    outlierDetection: {{minHealthPercent: 30}}\n",
+                nest(good_policy, 2)
+            ),
+            Ok,
+        ),
+        tls(
+            "SIMPLE, caCertificates and SAN",
+            "{mode: SIMPLE, caCertificates: test, subjectAltNames: [reviews.default.svc]}",
+            Ok,
+        ),
+        tls(
+            "SIMPLE, credentialName and SAN",
+            "{mode: SIMPLE, credentialName: test, subjectAltNames: [reviews.default.svc]}",
+            Ok,
+        ),
+        tls(
+            "SIMPLE, insecureSkipVerify false with caCertificates",
+            "{mode: SIMPLE, caCertificates: test, subjectAltNames: [reviews.default.svc], insecureSkipVerify: false}",
+            Ok,
+        ),
+        tls(
+            "SIMPLE, insecureSkipVerify false with credentialName",
+            "{mode: SIMPLE, credentialName: test, subjectAltNames: [reviews.default.svc], insecureSkipVerify: false}",
+            Ok,
+        ),
+        tls(
+            "SIMPLE, insecureSkipVerify true with credentialName",
+            "{mode: SIMPLE, credentialName: test, insecureSkipVerify: true}",
+            Err("insecureSkipVerify"),
+        ),
+        tls(
+            "SIMPLE, insecureSkipVerify true with caCertificates",
+            "{mode: SIMPLE, caCertificates: test, insecureSkipVerify: true}",
+            Err("insecureSkipVerify"),
+        ),
+        tls(
+            "SIMPLE, insecureSkipVerify true with SAN",
+            "{mode: SIMPLE, subjectAltNames: [reviews.default.svc], insecureSkipVerify: true}",
+            Err("insecureSkipVerify"),
+        ),
+        tls(
+            "MUTUAL, files and SAN",
+            "{mode: MUTUAL, caCertificates: test, privateKey: key, clientCertificate: cert, subjectAltNames: [reviews.default.svc]}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, credentialName and SAN",
+            "{mode: MUTUAL, credentialName: test, subjectAltNames: [reviews.default.svc]}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify false with files",
+            "{mode: MUTUAL, caCertificates: test, privateKey: key, clientCertificate: cert, subjectAltNames: [reviews.default.svc], insecureSkipVerify: false}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify false with credentialName",
+            "{mode: MUTUAL, credentialName: test, subjectAltNames: [reviews.default.svc], insecureSkipVerify: false}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify true with caCertificates",
+            "{mode: MUTUAL, caCertificates: test, privateKey: key, clientCertificate: cert, insecureSkipVerify: true}",
+            Err("insecureSkipVerify"),
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify true with credentialName",
+            "{mode: MUTUAL, credentialName: test, insecureSkipVerify: true}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify true without CA",
+            "{mode: MUTUAL, privateKey: key, clientCertificate: cert, insecureSkipVerify: true}",
+            Ok,
+        ),
+        tls(
+            "MUTUAL, insecureSkipVerify true with SAN",
+            "{mode: MUTUAL, privateKey: key, clientCertificate: cert, subjectAltNames: [reviews.default.svc], insecureSkipVerify: true}",
+            Err("insecureSkipVerify"),
+        ),
+        tp("valid", good_policy, Ok),
+        tp("nil entries", "{}", Err("trafficPolicy")),
+        tp(
+            "missing port in port level settings",
+            "portLevelSettings:\n- loadBalancer: {simple: ROUND_ROBIN}\n  outlierDetection: {minHealthPercent: 20}",
+            Err("port"),
+        ),
+        tp(
+            "bad connection pool",
+            "loadBalancer: {simple: ROUND_ROBIN}\nconnectionPool: {}",
+            Err("connectionPool"),
+        ),
+        pool(
+            "bad max connection duration",
+            "{tcp: {maxConnectionDuration: 0.0000005s}}",
+            Err("maxConnectionDuration"),
+        ),
+        od("panic threshold too low", "{minHealthPercent: -1}", Err("minHealthPercent")),
+        pool(
+            "both upgrade and use client protocol set",
+            "{http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true}}",
+            Err("useClientProtocol"),
+        ),
+        pool(
+            "valid, tcp and http",
+            "{tcp: {maxConnections: 7, connectTimeout: 2s}, http: {http1MaxPendingRequests: 2, http2MaxRequests: 11, maxRequestsPerConnection: 5, maxRetries: 4, idleTimeout: 30s, maxConcurrentStreams: 5}}",
+            Ok,
+        ),
+        pool("valid, tcp only", "{tcp: {maxConnections: 7, connectTimeout: 2s}}", Ok),
+        pool(
+            "valid, http only without idle timeout",
+            "{http: {http1MaxPendingRequests: 2, http2MaxRequests: 11, maxRequestsPerConnection: 5, maxRetries: 4, maxConcurrentStreams: 5}}",
+            Ok,
+        ),
+        pool("bad max connections", "{tcp: {maxConnections: -1}}", Err("maxConnections")),
+        pool("bad connect timeout", "{tcp: {connectTimeout: 2.000000005s}}", Err("connectTimeout")),
+        pool(
+            "bad max pending requests",
+            "{http: {http1MaxPendingRequests: -1}}",
+            Err("http1MaxPendingRequests"),
+        ),
+        pool("bad max requests", "{http: {http2MaxRequests: -1}}", Err("http2MaxRequests")),
+        pool(
+            "bad max requests per connection",
+            "{http: {maxRequestsPerConnection: -1}}",
+            Err("maxRequestsPerConnection"),
+        ),
+        pool("bad max retries", "{http: {maxRetries: -1}}", Err("maxRetries")),
+        pool("bad idle timeout", "{http: {idleTimeout: 30.000000005s}}", Err("idleTimeout")),
+        pool("tcp idle timeout disabled", "{tcp: {idleTimeout: 0s}}", Ok),
+        pool(
+            "bad max concurrent streams",
+            "{http: {maxConcurrentStreams: -1}}",
+            Err("maxConcurrentStreams"),
+        ),
+        lb("simple", "{simple: ROUND_ROBIN}", Ok),
+        lb(
+            "consistentHash with minimumRingSize and cookie",
+            "{consistentHash: {minimumRingSize: 1024, httpCookie: {name: test, ttl: 3600s}}}",
+            Warn("minimumRingSize"),
+        ),
+        lb(
+            "consistentHash cookie missing name",
+            "{consistentHash: {minimumRingSize: 1024, httpCookie: {ttl: 3600s}}}",
+            Err("name"),
+        ),
+        lb(
+            "maglev table size not prime",
+            "{consistentHash: {maglev: {tableSize: 1000}}}",
+            Err("prime"),
+        ),
+        od(
+            "valid",
+            "{interval: 2s, baseEjectionTime: 2s, maxEjectionPercent: 50}",
+            Ok,
+        ),
+        od("bad interval", "{interval: 2.000000005s}", Err("interval")),
+        od("bad base ejection time", "{baseEjectionTime: 2.000000005s}", Err("baseEjectionTime")),
+        od("bad max ejection percent", "{maxEjectionPercent: 105}", Err("maxEjectionPercent")),
+        od("panic threshold too high", "{minHealthPercent: 101}", Err("minHealthPercent")),
+        od("deprecated consecutiveErrors", "{consecutiveErrors: 101}", Warn("consecutiveErrors")),
+        od(
+            "consecutive local origin failures without split",
+            "{consecutiveLocalOriginFailures: 10}",
+            Err("splitExternalLocalOriginErrors"),
+        ),
+    ]
+}
+
+#[test]
+fn destination_rule() {
+    check(&destination_rule_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// ServiceEntry (TestValidateServiceEntries)
+
+fn service_entry_cases() -> Vec<Case> {
+    let se = |name: &str, spec: &str, expect: Expect| c(name, "ServiceEntry", spec, expect);
+    let two_ports = "ports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 8080, protocol: http, name: http-valid2}\n";
+    let one_port = "ports:\n- {number: 80, protocol: http, name: http-valid1}\n";
+    let dns_eps = "endpoints:\n- {address: lon.google.com, ports: {http-valid1: 8080}}\n- {address: in.google.com, ports: {http-valid2: 9080}}\n";
+    let static_eps = "endpoints:\n- {address: 1.1.1.1, ports: {http-valid1: 8080}}\n- {address: 2.2.2.2, ports: {http-valid2: 9080}}\n";
+    let uds_port = "ports:\n- {number: 6553, protocol: grpc, name: grpc-service1}\n";
+    vec![
+        se(
+            "discovery type DNS",
+            &format!("hosts: [\"*.google.com\"]\n{two_ports}{dns_eps}resolution: DNS"),
+            Ok,
+        ),
+        se(
+            "discovery type DNS Round Robin",
+            &format!("hosts: [\"*.istio.io\"]\n{two_ports}endpoints:\n- {{address: api-v1.istio.io, ports: {{http-valid1: 8080}}}}\nresolution: DNS_ROUND_ROBIN"),
+            Ok,
+        ),
+        se(
+            "discovery type DNS, label tlsMode: istio",
+            &format!("hosts: [\"*.google.com\"]\n{two_ports}endpoints:\n- {{address: lon.google.com, ports: {{http-valid1: 8080}}, labels: {{security.istio.io/tlsMode: istio}}}}\n- {{address: in.google.com, ports: {{http-valid2: 9080}}, labels: {{security.istio.io/tlsMode: istio}}}}\nresolution: DNS"),
+            Ok,
+        ),
+        se(
+            "discovery type DNS, one host set with IP address and https port",
+            "hosts: [httpbin.org]\naddresses: [10.10.10.10]\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 8080, protocol: http, name: http-valid2}\n- {number: 443, protocol: https, name: https}\nresolution: DNS",
+            Ok,
+        ),
+        se(
+            "discovery type DNS, multi hosts set with IP address and https port",
+            "hosts: [httpbin.org, wikipedia.org]\naddresses: [10.10.10.10]\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 8080, protocol: http, name: http-valid2}\n- {number: 443, protocol: https, name: https}\nresolution: DNS",
+            Warn(""),
+        ),
+        se(
+            "discovery type DNS, IP address set",
+            &format!("hosts: [\"*.google.com\"]\naddresses: [10.10.10.10]\n{two_ports}{dns_eps}resolution: DNS"),
+            Ok,
+        ),
+        se(
+            "discovery type DNS, IP in endpoints",
+            &format!("hosts: [\"*.google.com\"]\n{two_ports}endpoints:\n- {{address: 1.1.1.1, ports: {{http-valid1: 8080}}}}\n- {{address: in.google.com, ports: {{http-valid2: 9080}}}}\nresolution: DNS"),
+            Ok,
+        ),
+        se(
+            "empty hosts",
+            &format!("{one_port}endpoints:\n- {{address: in.google.com, ports: {{http-valid1: 9080}}}}\nresolution: DNS"),
+            Err("hosts"),
+        ),
+        se(
+            "bad hosts",
+            &format!("hosts: [\"-\"]\n{one_port}endpoints:\n- {{address: in.google.com, ports: {{http-valid1: 9080}}}}\nresolution: DNS"),
+            Err("host"),
+        ),
+        se(
+            "full wildcard host",
+            &format!("hosts: [foo.com, \"*\"]\n{one_port}endpoints:\n- {{address: in.google.com, ports: {{http-valid1: 9080}}}}\nresolution: DNS"),
+            Err("*"),
+        ),
+        se(
+            "short name host",
+            &format!("hosts: [foo, bar.com]\n{one_port}endpoints:\n- {{address: in.google.com, ports: {{http-valid1: 9080}}}}\nresolution: DNS"),
+            Valid,
+        ),
+        se(
+            "undefined endpoint port",
+            "hosts: [google.com]\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 81, protocol: http, name: http-valid2}\nendpoints:\n- {address: lon.google.com, ports: {http-valid1: 8080}}\n- {address: in.google.com, ports: {http-dne: 9080}}\nresolution: DNS",
+            Err("http-dne"),
+        ),
+        se(
+            "discovery type DNS, non-FQDN endpoint",
+            &format!("hosts: [\"*.google.com\"]\n{two_ports}endpoints:\n- {{address: \"*.lon.google.com\", ports: {{http-valid1: 8080}}}}\n- {{address: in.google.com, ports: {{http-valid2: 9080}}}}\nresolution: DNS"),
+            Err("address"),
+        ),
+        se(
+            "discovery type DNS, wildcard host without endpoints",
+            &format!("hosts: [\"*.google.com\"]\n{two_ports}resolution: DNS"),
+            Err("*.google.com"),
+        ),
+        se(
+            "discovery type DNS, no endpoints",
+            &format!("hosts: [google.com]\n{two_ports}resolution: DNS"),
+            Ok,
+        ),
+        se(
+            "discovery type DNS, unix endpoint",
+            &format!("hosts: [\"*.google.com\"]\n{one_port}endpoints:\n- {{address: unix:///lon/google/com}}\nresolution: DNS"),
+            Err("unix"),
+        ),
+        se("discovery type none", &format!("hosts: [google.com]\n{two_ports}resolution: NONE"), Ok),
+        se(
+            "discovery type none, endpoints provided",
+            &format!("hosts: [google.com]\n{two_ports}endpoints:\n- {{address: lon.google.com, ports: {{http-valid1: 8080}}}}\nresolution: NONE"),
+            Err("endpoints"),
+        ),
+        se(
+            "discovery type none, cidr addresses",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16/16]\n{two_ports}resolution: NONE"),
+            Ok,
+        ),
+        se(
+            "discovery type static, cidr addresses with endpoints",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16/16]\n{two_ports}{static_eps}resolution: STATIC"),
+            Ok,
+        ),
+        se(
+            "discovery type static",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16]\n{two_ports}{static_eps}resolution: STATIC"),
+            Ok,
+        ),
+        se(
+            "discovery type static, FQDN in endpoints",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16]\n{two_ports}endpoints:\n- {{address: google.com, ports: {{http-valid1: 8080}}}}\n- {{address: 2.2.2.2, ports: {{http-valid2: 9080}}}}\nresolution: STATIC"),
+            Err("google.com"),
+        ),
+        se(
+            "discovery type static, missing endpoints",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16]\n{two_ports}resolution: STATIC"),
+            // Trellis adds a warning (no endpoints and no workloadSelector: nothing to send to).
+            Valid,
+        ),
+        se(
+            "discovery type static, bad endpoint port name",
+            &format!("hosts: [google.com]\naddresses: [172.1.2.16]\n{two_ports}endpoints:\n- {{address: 1.1.1.1, ports: {{http-valid1: 8080}}}}\n- {{address: 2.2.2.2, ports: {{http-dne: 9080}}}}\nresolution: STATIC"),
+            Err("http-dne"),
+        ),
+        se(
+            "discovery type none, conflicting port names",
+            "hosts: [google.com]\nports:\n- {number: 80, protocol: http, name: http-conflict}\n- {number: 8080, protocol: http, name: http-conflict}\nresolution: NONE",
+            Err("http-conflict"),
+        ),
+        se(
+            "discovery type none, conflicting port numbers",
+            "hosts: [google.com]\nports:\n- {number: 80, protocol: http, name: http-conflict1}\n- {number: 80, protocol: http, name: http-conflict2}\nresolution: NONE",
+            Err("80"),
+        ),
+        se(
+            "unix socket",
+            &format!("hosts: [uds.cluster.local]\n{uds_port}resolution: STATIC\nendpoints:\n- {{address: unix:///path/to/socket}}"),
+            Ok,
+        ),
+        se(
+            "unix socket, relative path",
+            &format!("hosts: [uds.cluster.local]\n{uds_port}resolution: STATIC\nendpoints:\n- {{address: unix://./relative/path.sock}}"),
+            Err("unix"),
+        ),
+        se(
+            "unix socket, endpoint ports",
+            &format!("hosts: [uds.cluster.local]\n{uds_port}resolution: STATIC\nendpoints:\n- {{address: unix:///path/to/socket, ports: {{grpc-service1: 6553}}}}"),
+            Err("unix"),
+        ),
+        se(
+            "unix socket, multiple service ports",
+            "hosts: [uds.cluster.local]\nports:\n- {number: 6553, protocol: grpc, name: grpc-service1}\n- {number: 80, protocol: http, name: http-service2}\nresolution: STATIC\nendpoints:\n- {address: unix:///path/to/socket}",
+            Err("unix"),
+        ),
+        se(
+            "empty protocol",
+            "hosts: [google.com]\naddresses: [172.1.2.16/16]\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 8080, name: http-valid2}\nresolution: NONE",
+            Ok,
+        ),
+        se(
+            "selector",
+            &format!("hosts: [google.com]\nworkloadSelector: {{labels: {{foo: bar}}}}\n{one_port}"),
+            Warn(""),
+        ),
+        se(
+            "workload selector without labels",
+            &format!("hosts: [google.com]\n{two_ports}workloadSelector: {{}}"),
+            Warn(""),
+        ),
+        se(
+            "selector and endpoints",
+            &format!("hosts: [google.com]\nworkloadSelector: {{labels: {{foo: bar}}}}\n{one_port}endpoints:\n- {{address: 1.1.1.1}}"),
+            Err("endpoints"),
+        ),
+        se(
+            "selector and resolution NONE",
+            &format!("hosts: [google.com]\nworkloadSelector: {{labels: {{foo: bar}}}}\n{one_port}resolution: NONE"),
+            Warn(""),
+        ),
+        se(
+            "selector and resolution DNS",
+            &format!("hosts: [google.com]\nworkloadSelector: {{labels: {{foo: bar}}}}\n{one_port}resolution: DNS"),
+            Ok,
+        ),
+        se(
+            "bad selector key",
+            &format!("hosts: [google.com]\nworkloadSelector: {{labels: {{\"\": bar}}}}\n{one_port}"),
+            Err("workloadSelector"),
+        ),
+        se(
+            "repeat target port",
+            "hosts: [google.com]\nresolution: DNS\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 80}\n- {number: 81, protocol: http, name: http-valid2, targetPort: 80}",
+            Ok,
+        ),
+        se(
+            "valid target port",
+            "hosts: [google.com]\nresolution: DNS\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 81}",
+            Ok,
+        ),
+        se(
+            "invalid target port",
+            "hosts: [google.com]\nresolution: DNS\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 65536}",
+            Err("targetPort"),
+        ),
+        se(
+            "warn target port",
+            "hosts: [google.com]\nworkloadSelector: {labels: {key: bar}}\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 1234}",
+            Warn(""),
+        ),
+        se(
+            "valid endpoint port",
+            "hosts: [google.com]\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 81}\nresolution: STATIC\nendpoints:\n- {address: 1.1.1.1, ports: {http-valid1: 8081}}",
+            Ok,
+        ),
+        se(
+            "invalid endpoint port",
+            "hosts: [google.com]\nports:\n- {number: 80, protocol: http, name: http-valid1, targetPort: 81}\nresolution: STATIC\nendpoints:\n- {address: 1.1.1.1, ports: {http-valid1: 65536}}",
+            Err("65536"),
+        ),
+        se(
+            "protocol unset for addresses empty",
+            "hosts: [google.com]\naddresses: []\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 8080, name: http-valid2}\nresolution: NONE",
+            Warn("addresses are required"),
+        ),
+        se(
+            "protocol is TCP for addresses empty",
+            "hosts: [google.com]\naddresses: []\nports:\n- {number: 80, protocol: http, name: http-valid1}\n- {number: 81, protocol: TCP, name: tcp-valid1}\nresolution: NONE",
+            Warn(""),
+        ),
+        se(
+            "dns round robin with more than one endpoint",
+            "hosts: [google.com]\nports:\n- {number: 8081, protocol: http, name: http-valid1}\nendpoints:\n- {address: api-v1.istio.io, ports: {http-valid1: 8081}}\n- {address: 1.1.1.2, ports: {http-valid1: 8081}}\nresolution: DNS_ROUND_ROBIN",
+            Err("DNS_ROUND_ROBIN"),
+        ),
+        se(
+            "dns round robin with 0 endpoints",
+            "hosts: [google.com]\nports:\n- {number: 8081, protocol: http, name: http-valid1}\nendpoints: []\nresolution: DNS_ROUND_ROBIN",
+            Ok,
+        ),
+        se(
+            "partial wildcard hosts",
+            "hosts: [\"*.nytimes.com\", \"*washingtonpost.com\"]\nports:\n- {number: 443, protocol: HTTPS, name: https-nytimes}\nresolution: NONE",
+            Warn("partial wildcard"),
+        ),
+        se(
+            "network set with no address on endpoint",
+            "hosts: [www.example.com]\nports:\n- {number: 443, protocol: HTTPS, name: https-example}\nendpoints:\n- {network: cluster-1}\nresolution: STATIC",
+            Warn(""),
+        ),
+    ]
+}
+
+#[test]
+fn service_entry() {
+    check(&service_entry_cases());
+}
+
+fn service_entry_more_cases() -> Vec<Case> {
+    let se = |name: &str, spec: &str, expect: Expect| c(name, "ServiceEntry", spec, expect);
+    vec![
+        // From ValidateServiceEntry's rules (no table case in Istio's test).
+        se(
+            "multiple hosts with a TCP port and DNS resolution",
+            "hosts: [a.example.com, b.example.com]\naddresses: [10.0.0.1]\nports:\n- {number: 5432, protocol: TCP, name: tcp-db}\nresolution: DNS",
+            Err("multiple hosts"),
+        ),
+        se(
+            "multiple hosts with a TCP port and resolution NONE",
+            "hosts: [a.example.com, b.example.com]\naddresses: [10.0.0.1]\nports:\n- {number: 5432, protocol: TCP, name: tcp-db}\nresolution: NONE",
+            Ok,
+        ),
+        se(
+            "CIDR address with DNS resolution",
+            "hosts: [a.example.com]\naddresses: [10.0.0.0/24]\nports:\n- {number: 80, protocol: HTTP, name: http}\nresolution: DNS",
+            Err("CIDR"),
+        ),
+        se(
+            "export to nobody",
+            "hosts: [a.example.com]\nports:\n- {number: 80, protocol: HTTP, name: http}\nexportTo: [\"~\"]",
+            Ok,
+        ),
+        se(
+            "invalid port name",
+            "hosts: [a.example.com]\nports:\n- {number: 80, protocol: HTTP, name: Http_Bad}",
+            Err("port name"),
+        ),
+        se(
+            "unsupported protocol",
+            "hosts: [a.example.com]\nports:\n- {number: 80, protocol: kafka, name: kafka}",
+            Err("protocol"),
+        ),
+    ]
+}
+
+#[test]
+fn service_entry_rules() {
+    check(&service_entry_more_cases());
+}
+
+/// Istio accepts its own samples: Trellis reads them without any schema error or warning.
+#[test]
+fn istio_samples_have_no_schema_diagnostics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/manifests/istio-samples");
+    let mut set = ResourceSet::default();
+    set.add_path(&root, &LoadOptions::default());
+    assert!(
+        set.resources.len() > 10,
+        "samples not found under {}",
+        root.display()
+    );
+    let diags: Vec<String> = set.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(diags.is_empty(), "{diags:#?}");
+    // The project's own Istio-style manifests load without schema errors too.
+    let mut set = ResourceSet::default();
+    set.add_path(&root.join("../written"), &LoadOptions::default());
+    assert!(!set.resources.is_empty());
+    let errors: Vec<String> = set
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}

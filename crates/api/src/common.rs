@@ -71,10 +71,14 @@ impl Validate for PolicyTargetReference {
                 self.group, self.kind
             ));
         }
-        if !self.namespace.is_empty() && self.namespace != v.namespace {
+        if !self.namespace.is_empty() {
+            // Istio rejects any namespace here, even the policy's own.
             v.error_at(
                 "namespace",
-                "targetRef namespace must equal the policy's namespace",
+                format!(
+                    "targetRef namespace must not be set (found {:?}): cross-namespace references are not supported; the target is looked up in the policy's namespace",
+                    self.namespace
+                ),
             );
         }
     }

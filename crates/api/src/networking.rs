@@ -5013,7 +5013,7 @@ fn validate_ingress_listener(v: &mut Validator, l: &IstioIngressListener) {
     if let Some(tls) = &l.tls {
         v.at("tls", |v| {
             if !tls.subject_alt_names.is_empty() {
-                warn_at(v, "subjectAltNames", "subjectAltNames is not supported for Sidecar ingress TLS");
+                v.error_at("subjectAltNames", "subjectAltNames is not supported for Sidecar ingress TLS: client certificates are verified against caCertificates only; remove subjectAltNames");
             }
             if tls.https_redirect == Some(true) {
                 v.error_at("httpsRedirect", "httpsRedirect is not supported for Sidecar ingress TLS");

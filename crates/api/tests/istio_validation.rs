@@ -2046,3 +2046,510 @@ fn istio_samples_have_no_schema_diagnostics() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// AuthorizationPolicy (TestValidateAuthorizationPolicy). The istio.io/dry-run annotation
+// cases are not here: annotations are checked (or not) in resource.rs, outside this crate's
+// per-kind validation.
+
+fn authorization_policy_cases() -> Vec<Case> {
+    let ap = |name: &str, spec: &str, expect: Expect| c(name, "AuthorizationPolicy", spec, expect);
+    let from = |source: &str| format!("rules:\n- from:\n  - source: {source}\n");
+    let to = |op: &str| format!("rules:\n- to:\n  - operation: {op}\n");
+    let when = |cond: &str| {
+        format!("selector: {{matchLabels: {{app: httpbin}}}}\nrules:\n- when:\n  - {cond}\n")
+    };
+    let l7_rule = "rules:\n- from:\n  - source: {principals: [temp]}\n  to:\n  - operation: {ports: [\"8080\"], methods: [GET, DELETE]}\n";
+    let target = |tr: &str| format!("action: DENY\n{tr}\n{l7_rule}");
+    vec![
+        ap(
+            "good",
+            r#"
+            selector: {matchLabels: {app: httpbin, version: v1}}
+            rules:
+            - from:
+              - source: {principals: [sa1]}
+              - source: {principals: [sa2]}
+              to:
+              - operation: {methods: [GET]}
+              - operation: {methods: [POST]}
+              when:
+              - {key: source.ip, values: [1.2.3.4, 5.6.7.0/24]}
+              - {key: "request.headers[:authority]", values: [v1, v2]}
+            "#,
+            Ok,
+        ),
+        ap(
+            "good serviceAccounts",
+            r#"
+            selector: {matchLabels: {app: httpbin, version: v1}}
+            rules:
+            - from:
+              - source: {serviceAccounts: [ns1/sa1, ns2/sa2]}
+              - source: {principals: [sa2]}
+            "#,
+            Ok,
+        ),
+        ap(
+            "serviceAccounts and namespaces",
+            r#"
+            selector: {matchLabels: {app: httpbin, version: v1}}
+            rules:
+            - from:
+              - source: {serviceAccounts: [ns1/sa1, ns2/sa2], namespaces: [ns]}
+            "#,
+            Err("serviceAccounts"),
+        ),
+        ap("custom-good", "action: CUSTOM\nprovider: {name: my-custom-authz}\nrules: [{}]", Ok),
+        ap(
+            "custom-empty-provider",
+            "action: CUSTOM\nprovider: {name: \"\"}\nrules: [{}]",
+            Err("provider"),
+        ),
+        ap("custom-nil-provider", "action: CUSTOM\nrules: [{}]", Err("provider")),
+        ap(
+            "custom-invalid-rule",
+            r#"
+            action: CUSTOM
+            provider: {name: my-custom-authz}
+            rules:
+            - from:
+              - source: {namespaces: [ns], notNamespaces: [ns], principals: [id], notPrincipals: [id], requestPrincipals: [req], notRequestPrincipals: [req]}
+              when:
+              - {key: source.namespace, values: [source.namespace1], notValues: [source.namespace2]}
+              - {key: source.principal, values: [source.principal1], notValues: [source.principal2]}
+              - {key: "request.auth.claims[a]", values: [claims1], notValues: [claims2]}
+            "#,
+            Err("CUSTOM"),
+        ),
+        ap(
+            "provider-wrong-action",
+            "action: ALLOW\nprovider: {name: \"\"}\nrules: [{}]",
+            Err("provider"),
+        ),
+        ap("allow-rules-nil", "action: ALLOW", Ok),
+        ap("deny-rules-nil", "action: DENY", Err("rules")),
+        ap(
+            "selector-empty-value",
+            "selector: {matchLabels: {app: \"\", version: v1}}",
+            Ok,
+        ),
+        ap(
+            "selector-empty-key",
+            "selector: {matchLabels: {app: httpbin, \"\": v1}}",
+            Err("key"),
+        ),
+        ap("selector-empty-labels", "selector: {}", Warn("without labels")),
+        ap(
+            "selector-wildcard-value",
+            "selector: {matchLabels: {app: httpbin-*}}",
+            Err("wildcard"),
+        ),
+        ap(
+            "selector-wildcard-key",
+            "selector: {matchLabels: {app-*: httpbin}}",
+            Err("app-*"),
+        ),
+        ap(
+            "target-ref-good",
+            &target("targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: foo}"),
+            Ok,
+        ),
+        ap(
+            "target-refs-good",
+            &target("targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: foo}]"),
+            Ok,
+        ),
+        ap(
+            "target-refs-good-service",
+            &target("targetRefs: [{group: \"\", kind: Service, name: foo}]"),
+            Ok,
+        ),
+        ap(
+            "target-ref-non-empty-namespace",
+            &target("targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: foo, namespace: bar}"),
+            Err("namespace"),
+        ),
+        ap(
+            "target-ref-empty-name",
+            &target("targetRef: {group: gateway.networking.k8s.io, kind: Gateway}"),
+            Err("name"),
+        ),
+        ap(
+            "target-ref-wrong-group",
+            &target("targetRef: {group: wrong-group, kind: Gateway, name: foo}"),
+            Err("wrong-group"),
+        ),
+        ap(
+            "target-ref-wrong-kind",
+            &target("targetRef: {group: gateway.networking.k8s.io, kind: wrong-kind, name: foo}"),
+            Err("wrong-kind"),
+        ),
+        ap(
+            "target-ref-and-selector-cannot-both-be-set",
+            &target("targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: foo}\nselector: {matchLabels: {app: httpbin}}"),
+            Err("selector"),
+        ),
+        ap(
+            "target-refs-and-selector-cannot-both-be-set",
+            &target("targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: foo}]\nselector: {matchLabels: {app: httpbin}}"),
+            Err("selector"),
+        ),
+        // Istio's Go case builds `From: []` (non-nil, empty); from YAML an empty list decodes
+        // to nil, which Istio accepts (any source), and so does Trellis.
+        ap("from-empty (from YAML)", "rules:\n- from: []", Ok),
+        ap("source-nil", "rules:\n- from:\n  - {}", Err("source")),
+        ap("source-empty", &from("{}"), Err("source")),
+        ap("to-empty (from YAML, as from-empty)", "rules:\n- to: []", Ok),
+        ap("operation-nil", "rules:\n- to:\n  - {}", Err("operation")),
+        ap("operation-empty", &to("{}"), Err("operation")),
+        ap("Principals-empty", &from("{principals: [p1, \"\"]}"), Err("principals")),
+        ap("NotPrincipals-empty", &from("{notPrincipals: [p1, \"\"]}"), Err("notPrincipals")),
+        ap(
+            "RequestPrincipals-empty",
+            &from("{requestPrincipals: [p1, \"\"]}"),
+            Err("requestPrincipals"),
+        ),
+        ap(
+            "NotRequestPrincipals-empty",
+            &from("{notRequestPrincipals: [p1, \"\"]}"),
+            Err("notRequestPrincipals"),
+        ),
+        ap("Namespaces-empty", &from("{namespaces: [ns, \"\"]}"), Err("namespaces")),
+        ap(
+            "ServiceAccounts-empty",
+            &from("{serviceAccounts: [ns/sa, \"\"]}"),
+            Err("serviceAccounts"),
+        ),
+        ap("NotNamespaces-empty", &from("{notNamespaces: [ns, \"\"]}"), Err("notNamespaces")),
+        ap("IpBlocks-empty", &from("{ipBlocks: [1.2.3.4, \"\"]}"), Err("ipBlocks")),
+        ap("NotIpBlocks-empty", &from("{notIpBlocks: [1.2.3.4, \"\"]}"), Err("notIpBlocks")),
+        ap(
+            "RemoteIpBlocks-empty",
+            &from("{remoteIpBlocks: [1.2.3.4, \"\"]}"),
+            Err("remoteIpBlocks"),
+        ),
+        ap(
+            "NotRemoteIpBlocks-empty",
+            &from("{notRemoteIpBlocks: [1.2.3.4, \"\"]}"),
+            Err("notRemoteIpBlocks"),
+        ),
+        ap("Hosts-empty", &to("{hosts: [host, \"\"]}"), Err("hosts")),
+        ap("NotHosts-empty", &to("{notHosts: [host, \"\"]}"), Err("notHosts")),
+        ap("Ports-empty", &to("{ports: [\"80\", \"\"]}"), Err("ports")),
+        ap("NotPorts-empty", &to("{notPorts: [\"80\", \"\"]}"), Err("notPorts")),
+        ap("Methods-empty", &to("{methods: [GET, \"\"]}"), Err("methods")),
+        ap("NotMethods-empty", &to("{notMethods: [GET, \"\"]}"), Err("notMethods")),
+        ap("Paths-empty", &to("{paths: [/path, \"\"]}"), Err("paths")),
+        ap("NotPaths-empty", &to("{notPaths: [/path, \"\"]}"), Err("notPaths")),
+        ap(
+            "value-empty",
+            "rules:\n- when:\n  - {key: \"request.headers[:authority]\", values: [v1, \"\"]}",
+            Err("values"),
+        ),
+        ap(
+            "invalid ip and port in ipBlocks",
+            "rules:\n- from:\n  - source: {ipBlocks: [1.2.3.4, ip1], notIpBlocks: [5.6.7.8, ip2]}\n  to:\n  - operation: {ports: [\"80\", port1], notPorts: [\"90\", port2]}",
+            Err("ip1"),
+        ),
+        ap(
+            "invalid ip and port in remoteIpBlocks",
+            "rules:\n- from:\n  - source: {remoteIpBlocks: [1.2.3.4, ip1], notRemoteIpBlocks: [5.6.7.8, ip2]}\n  to:\n  - operation: {ports: [\"80\", port1], notPorts: [\"90\", port2]}",
+            Err("port1"),
+        ),
+        ap("condition-key-missing", &when("{values: [v1, v2]}"), Err("key")),
+        ap("condition-key-empty", &when("{key: \"\", values: [v1, v2]}"), Err("key")),
+        ap("condition-value-missing", &when("{key: source.principal}"), Err("values")),
+        ap(
+            "condition-value-invalid",
+            "rules:\n- when:\n  - {key: source.ip, values: [a.b.c.d]}",
+            Err("a.b.c.d"),
+        ),
+        ap(
+            "condition-notValue-invalid",
+            "rules:\n- when:\n  - {key: source.ip, notValues: [a.b.c.d]}",
+            Err("a.b.c.d"),
+        ),
+        ap("condition-unknown", &when("{key: key1, values: [v1]}"), Err("key1")),
+        ap(
+            "L7DenyWithFrom",
+            "action: DENY\nselector: {matchLabels: {app: httpbin}}\nrules:\n- from:\n  - source: {requestPrincipals: [example.com/sub-1]}",
+            Warn(""),
+        ),
+        ap(
+            "L7DenyWithTo",
+            "action: DENY\nselector: {matchLabels: {app: httpbin}}\nrules:\n- to:\n  - operation: {methods: [GET, DELETE]}",
+            Warn(""),
+        ),
+        ap(
+            "L7DenyWithFromAndTo",
+            "action: DENY\nselector: {matchLabels: {app: httpbin}}\nrules:\n- from:\n  - source: {principals: [temp]}\n  to:\n  - operation: {methods: [GET, DELETE]}",
+            Warn(""),
+        ),
+        ap(
+            "L7DenyWithFromAndToWithPort",
+            &format!("action: DENY\nselector: {{matchLabels: {{app: httpbin}}}}\n{l7_rule}"),
+            Ok,
+        ),
+    ]
+}
+
+#[test]
+fn authorization_policy() {
+    check(&authorization_policy_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// Sidecar (TestValidateSidecar)
+
+fn sidecar_cases() -> Vec<Case> {
+    let sc = |name: &str, spec: &str, expect: Expect| c(name, "Sidecar", spec, expect);
+    let egress_all = "egress:\n- hosts: [\"*/*\"]\n";
+    let ingress = |port: &str, rest: &str| format!("ingress:\n- port: {port}\n{}", nest(rest, 2));
+    let http90 = "{protocol: http, number: 90, name: foo}";
+    let tcp90 = "{protocol: tcp, number: 90, name: foo}";
+    let egress_port =
+        |port: &str, bind: &str| format!("egress:\n- port: {port}\n  hosts: [ns1/bar.com]\n{bind}");
+    vec![
+        sc("empty ingress and egress", "{}", Err("empty")),
+        sc("default", egress_all, Ok),
+        sc(
+            "workload selector without labels",
+            &format!("{egress_all}workloadSelector: {{}}"),
+            Warn("without labels"),
+        ),
+        sc("import local namespace with wildcard", "egress:\n- hosts: [\"./*\"]", Ok),
+        sc("import local namespace with fqdn", "egress:\n- hosts: [./foo.com]", Ok),
+        sc("import nothing", "egress:\n- hosts: [\"~/*\"]", Ok),
+        sc("bad egress host 1", "egress:\n- hosts: [\"*\"]", Err("host")),
+        sc("bad egress host 2", "egress:\n- hosts: [/]", Err("host")),
+        sc("empty egress host", "egress:\n- hosts: []", Err("host")),
+        sc(
+            "multiple wildcard egress",
+            "egress:\n- hosts: [\"*/foo.com\"]\n- hosts: [ns1/bar.com]",
+            Err("port"),
+        ),
+        sc(
+            "wildcard egress not in end",
+            "egress:\n- hosts: [\"*/foo.com\"]\n- port: {protocol: http, number: 8080, name: h8080}\n  hosts: [ns1/bar.com]",
+            Err("last"),
+        ),
+        sc(
+            "invalid Port",
+            &egress_port("{protocol: http1, number: 1000000, name: \"\"}", ""),
+            Err("port"),
+        ),
+        sc("Port without name", &egress_port("{protocol: http, number: 8080}", ""), Ok),
+        sc(
+            "UDS bind in outbound",
+            &egress_port("{protocol: http, number: 0, name: uds}", "  bind: unix:///@foo/bar/com\n"),
+            Ok,
+        ),
+        sc(
+            "UDS bind in inbound",
+            "ingress:\n- port: {protocol: http, number: 0, name: uds}\n  bind: unix:///@foo/bar/com\n  defaultEndpoint: 127.0.0.1:9999",
+            Err("port"),
+        ),
+        sc(
+            "UDS bind in outbound 2",
+            &egress_port("{protocol: http, number: 0, name: uds}", "  bind: unix:///foo/bar/com\n"),
+            Ok,
+        ),
+        sc(
+            "invalid bind",
+            &egress_port("{protocol: http, number: 0, name: uds}", "  bind: foobar:///@foo/bar/com\n"),
+            Err("bind"),
+        ),
+        sc(
+            "invalid capture mode with uds bind",
+            &egress_port(
+                "{protocol: http, number: 0, name: uds}",
+                "  bind: unix:///@foo/bar/com\n  captureMode: IPTABLES\n",
+            ),
+            Err("captureMode"),
+        ),
+        sc(
+            "duplicate UDS bind",
+            "egress:\n- port: {protocol: http, number: 0, name: uds}\n  hosts: [ns1/bar.com]\n  bind: unix:///@foo/bar/com\n- port: {protocol: http, number: 0, name: uds}\n  hosts: [ns1/bar.com]\n  bind: unix:///@foo/bar/com",
+            Err("unix"),
+        ),
+        sc(
+            "duplicate ports",
+            "egress:\n- port: {protocol: http, number: 90, name: foo}\n  hosts: [ns1/bar.com]\n- port: {protocol: tcp, number: 90, name: tcp}\n  hosts: [ns2/bar.com]",
+            Err("90"),
+        ),
+        sc(
+            "ingress without port",
+            &format!("ingress:\n- defaultEndpoint: 127.0.0.1:110\n{egress_all}"),
+            Err("port"),
+        ),
+        sc(
+            "ingress without port and with IPv6 endpoint",
+            &format!("ingress:\n- defaultEndpoint: \"[::1]:110\"\n{egress_all}"),
+            Err("port"),
+        ),
+        sc(
+            "ingress with duplicate ports",
+            &format!("ingress:\n- port: {{protocol: http, number: 90, name: foo}}\n  defaultEndpoint: 127.0.0.1:110\n- port: {{protocol: tcp, number: 90, name: bar}}\n  defaultEndpoint: 127.0.0.1:110\n{egress_all}"),
+            Err("90"),
+        ),
+        sc(
+            "ingress with duplicate ports and IPv6 endpoint",
+            &format!("ingress:\n- port: {{protocol: http, number: 90, name: foo}}\n  defaultEndpoint: \"[::1]:110\"\n- port: {{protocol: tcp, number: 90, name: bar}}\n  defaultEndpoint: \"[::1]:110\"\n{egress_all}"),
+            Err("90"),
+        ),
+        sc(
+            "ingress without default endpoint",
+            &format!("{}{egress_all}", ingress(http90, "")),
+            Ok,
+        ),
+        sc(
+            "ingress with invalid default endpoint in IPv4",
+            &ingress(http90, "defaultEndpoint: 1.1.1.1:90"),
+            Err("defaultEndpoint"),
+        ),
+        sc(
+            "ingress with invalid default endpoint in IPv6",
+            &ingress(http90, "defaultEndpoint: \"[1:1:1:1:1:1:1:1]:90\""),
+            Err("defaultEndpoint"),
+        ),
+        sc(
+            "ingress with invalid default endpoint uds",
+            &format!("{}{egress_all}", ingress(http90, "defaultEndpoint: unix:///")),
+            Err("defaultEndpoint"),
+        ),
+        sc(
+            "ingress with invalid default endpoint port in IPv4",
+            &format!("{}{egress_all}", ingress(http90, "defaultEndpoint: 127.0.0.1:hi")),
+            Err("defaultEndpoint"),
+        ),
+        sc(
+            "ingress with invalid default endpoint port in IPv6",
+            &format!("{}{egress_all}", ingress(http90, "defaultEndpoint: \"[::1]:hi\"")),
+            Err("defaultEndpoint"),
+        ),
+        sc(
+            "valid ingress and egress in IPv4",
+            &format!("{}{egress_all}", ingress(http90, "defaultEndpoint: 127.0.0.1:9999")),
+            Ok,
+        ),
+        sc(
+            "valid ingress and egress in IPv6",
+            &format!("{}{egress_all}", ingress(http90, "defaultEndpoint: \"[::1]:9999\"")),
+            Ok,
+        ),
+        sc(
+            "valid ingress and empty egress in IPv4",
+            &ingress(http90, "defaultEndpoint: 127.0.0.1:9999"),
+            Ok,
+        ),
+        sc(
+            "valid ingress and empty egress in IPv6",
+            &ingress(http90, "defaultEndpoint: \"[::1]:9999\""),
+            Ok,
+        ),
+        sc("just outbound traffic policy", "outboundTrafficPolicy: {mode: ALLOW_ANY}", Ok),
+        sc(
+            "empty protocol in IPv4",
+            &format!("{}{egress_all}", ingress("{number: 90, name: foo}", "defaultEndpoint: 127.0.0.1:9999")),
+            Ok,
+        ),
+        sc(
+            "empty protocol in IPv6",
+            &format!("{}{egress_all}", ingress("{number: 90, name: foo}", "defaultEndpoint: \"[::1]:9999\"")),
+            Ok,
+        ),
+        sc(
+            "ALLOW_ANY sidecar egress policy with no egress proxy",
+            &format!("outboundTrafficPolicy: {{mode: ALLOW_ANY}}\n{egress_all}"),
+            Ok,
+        ),
+        sc(
+            "sidecar egress proxy with REGISTRY_ONLY (default)",
+            &format!("outboundTrafficPolicy:\n  egressProxy: {{host: foo.bar, subset: shiny, port: {{number: 5000}}}}\n{egress_all}"),
+            Err("ALLOW_ANY"),
+        ),
+        sc(
+            "sidecar egress proxy with ALLOW_ANY",
+            &format!("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n  egressProxy: {{host: foo.bar, subset: shiny, port: {{number: 5000}}}}\n{egress_all}"),
+            Ok,
+        ),
+        sc(
+            "sidecar egress proxy with ALLOW_ANY, service hostname invalid fqdn",
+            &format!("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n  egressProxy: {{host: \"foobar*123\", subset: shiny, port: {{number: 5000}}}}\n{egress_all}"),
+            Err("foobar*123"),
+        ),
+        sc(
+            "sidecar egress proxy (without port) with ALLOW_ANY",
+            &format!("outboundTrafficPolicy:\n  mode: ALLOW_ANY\n  egressProxy: {{host: foo.bar, subset: shiny}}\n{egress_all}"),
+            Err("port"),
+        ),
+        sc(
+            "sidecar egress only one wildcarded",
+            "egress:\n- hosts: [\"*/*\", test/a.com]",
+            Warn("*/*"),
+        ),
+        sc("sidecar egress wildcarded ns", "egress:\n- hosts: [\"*/b.com\", test/a.com]", Ok),
+        sc(
+            "sidecar egress duplicated with wildcarded same namespace",
+            "egress:\n- hosts: [\"test/*\", test/a.com]",
+            Warn("test/a.com"),
+        ),
+        sc("invalid partial wildcard", "egress:\n- hosts: [\"test/*a.com\"]", Err("partial wildcard")),
+        sc(
+            "sidecar egress duplicated with wildcarded same namespace .",
+            "egress:\n- hosts: [\"./*\", bar/a.com]",
+            Warn("bar/a.com"),
+        ),
+        sc(
+            "ingress tls mode ISTIO_MUTUAL in IPv4",
+            &ingress(http90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: ISTIO_MUTUAL}"),
+            Err("ISTIO_MUTUAL"),
+        ),
+        sc(
+            "ingress tls mode ISTIO_MUTUAL in IPv6",
+            &ingress(http90, "defaultEndpoint: \"[::1]:9999\"\ntls: {mode: ISTIO_MUTUAL}"),
+            Err("ISTIO_MUTUAL"),
+        ),
+        sc(
+            "ingress tls mode AUTO_PASSTHROUGH in IPv4",
+            &ingress(http90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: AUTO_PASSTHROUGH}"),
+            Err("AUTO_PASSTHROUGH"),
+        ),
+        sc(
+            "ingress tls mode AUTO_PASSTHROUGH in IPv6",
+            &ingress(http90, "defaultEndpoint: \"[::1]:9999\"\ntls: {mode: AUTO_PASSTHROUGH}"),
+            Err("AUTO_PASSTHROUGH"),
+        ),
+        sc(
+            "ingress tls invalid (SIMPLE without certificates) in IPv4",
+            &ingress(tcp90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: SIMPLE}"),
+            Err("serverCertificate"),
+        ),
+        sc(
+            "ingress tls invalid (SIMPLE without certificates) in IPv6",
+            &ingress(tcp90, "defaultEndpoint: \"[::1]:9999\"\ntls: {mode: SIMPLE}"),
+            Err("serverCertificate"),
+        ),
+        sc(
+            "ingress tls httpsRedirect is not supported",
+            &ingress(tcp90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: SIMPLE, httpsRedirect: true}"),
+            Err("httpsRedirect"),
+        ),
+        sc(
+            "ingress tls SAN entries are not supported",
+            &ingress(tcp90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: SIMPLE, subjectAltNames: [httpbin.com]}"),
+            Err("subjectAltNames"),
+        ),
+        sc(
+            "ingress tls credentialName is not supported",
+            &ingress(tcp90, "defaultEndpoint: 127.0.0.1:9999\ntls: {mode: SIMPLE, credentialName: secret-name}"),
+            Err("credentialName"),
+        ),
+    ]
+}
+
+#[test]
+fn sidecar() {
+    check(&sidecar_cases());
+}

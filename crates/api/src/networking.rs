@@ -5018,8 +5018,14 @@ fn validate_ingress_listener(v: &mut Validator, l: &IstioIngressListener) {
             if tls.https_redirect == Some(true) {
                 v.error_at("httpsRedirect", "httpsRedirect is not supported for Sidecar ingress TLS");
             }
-            if tls.uses_credentials() {
+            if is_set(&tls.credential_name) {
                 v.error_at("credentialName", "credentialName is not supported for Sidecar ingress TLS: use serverCertificate and privateKey files");
+            }
+            if !tls.credential_names.is_empty() {
+                v.error_at("credentialNames", "credentialNames is not supported for Sidecar ingress TLS: use serverCertificate and privateKey files");
+            }
+            if !tls.tls_certificates.is_empty() {
+                v.error_at("tlsCertificates", "tlsCertificates is not supported for Sidecar ingress TLS: use serverCertificate and privateKey files");
             }
             if matches!(tls.mode(), ServerTLSMode::IstioMutual | ServerTLSMode::AutoPassthrough) {
                 v.error_at("mode", format!("mode {} is not allowed for Sidecar ingress TLS: expected SIMPLE, MUTUAL or OPTIONAL_MUTUAL", tls.mode()));

@@ -133,10 +133,93 @@ impl Validate for Telemetry {
             );
         }
         v.nested("selector", &self.selector);
+        if self
+            .selector
+            .as_ref()
+            .is_some_and(|s| s.match_labels.is_empty())
+        {
+            v.at("selector", |v| {
+                v.warn("workload selector specified without labels: it selects every workload in scope, as if it were not set")
+            });
+        }
         v.nested("targetRef", &self.target_ref);
         v.each("targetRefs", &self.target_refs, |v, r| r.validate(v));
+        if self.tracing.len() > 1 {
+            v.at("tracing", |v| {
+                v.warn(format!(
+                    "multiple tracing is not currently supported: found {} entries, only the first applies",
+                    self.tracing.len()
+                ))
+            });
+        }
         v.each("tracing", &self.tracing, |v, t| t.validate(v));
+        v.each("metrics", &self.metrics, validate_metrics);
+        v.each("accessLogging", &self.access_logging, |v, l| {
+            validate_providers(v, l.get("providers"))
+        });
     }
+}
+
+/// `providers[].name` must be set (metrics and access logging are kept as raw JSON).
+fn validate_providers(v: &mut Validator, providers: Option<&Value>) {
+    let Some(Value::Array(list)) = providers else {
+        return;
+    };
+    v.at("providers", |v| {
+        for (i, p) in list.iter().enumerate() {
+            let named = p.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+            if !named {
+                v.at_index(i, |v| {
+                    v.error("providers.name may not be empty: expected the name of a mesh extensionProvider, e.g. prometheus")
+                });
+            }
+        }
+    });
+}
+
+/// Istio's `validateTelemetryMetrics`: tag overrides need a value to UPSERT and none to REMOVE.
+fn validate_metrics(v: &mut Validator, metrics: &Value) {
+    validate_providers(v, metrics.get("providers"));
+    let Some(Value::Array(overrides)) = metrics.get("overrides") else {
+        return;
+    };
+    v.at("overrides", |v| {
+        for (i, o) in overrides.iter().enumerate() {
+            v.at_index(i, |v| {
+                if o.is_null() {
+                    v.error("overrides entries may not be null");
+                    return;
+                }
+                if let Some(Value::Object(tags)) = o.get("tagOverrides") {
+                    v.at("tagOverrides", |v| {
+                        for (name, to) in tags {
+                            v.at_key(name, |v| {
+                                if name.is_empty() {
+                                    v.warn("tagOverrides name may not be empty");
+                                }
+                                if to.is_null() {
+                                    v.error("tagOverrides may not be null: expected {operation, value}");
+                                    return;
+                                }
+                                let op = to.get("operation").and_then(Value::as_str).unwrap_or("UPSERT");
+                                let value = to.get("value").and_then(Value::as_str).unwrap_or("");
+                                if op == "UPSERT" && value.is_empty() {
+                                    v.error("tagOverrides.value must be set when operation is UPSERT: expected a CEL expression such as request.host");
+                                } else if op == "REMOVE" && !value.is_empty() {
+                                    v.error(format!("tagOverrides.value may only be set when operation is UPSERT, found operation REMOVE with value {value:?}"));
+                                }
+                            });
+                        }
+                    });
+                }
+                if let Some(m) = o.get("match") {
+                    if m.get("customMetric").and_then(Value::as_str) == Some("") {
+                        v.at("match", |v| v.error_at("customMetric", "customMetric may not be empty"));
+                    }
+                }
+            });
+        }
+    });
 }
 
 impl Validate for TracingRule {
@@ -148,6 +231,14 @@ impl Validate for TracingRule {
                     format!("randomSamplingPercentage {p} is out of range: expected 0-100"),
                 );
             }
+        }
+        if self.providers.len() > 1 {
+            v.at("providers", |v| {
+                v.warn(format!(
+                    "multiple providers is not currently supported: found {}, only the first is used",
+                    self.providers.len()
+                ))
+            });
         }
         v.each("providers", &self.providers, |v, p| {
             if p.name.is_empty() {
@@ -169,6 +260,9 @@ impl Validate for TracingRule {
                         v.error(format!(
                             "custom tag {name:?} must set exactly one of literal, environment or header, found {set}"
                         ));
+                    }
+                    if tag.literal.as_ref().is_some_and(|l| l.value.is_empty()) {
+                        v.error_at("literal.value", "literal tag value may not be empty");
                     }
                     if let Some(h) = &tag.header {
                         if h.name.is_empty() {

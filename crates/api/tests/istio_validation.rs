@@ -2553,3 +2553,347 @@ fn sidecar_cases() -> Vec<Case> {
 fn sidecar() {
     check(&sidecar_cases());
 }
+
+fn sidecar_more_cases() -> Vec<Case> {
+    let sc = |name: &str, spec: &str, expect: Expect| c(name, "Sidecar", spec, expect);
+    let pool = "{http: {http1MaxPendingRequests: 1024, http2MaxRequests: 1024, maxRequestsPerConnection: 1024, maxRetries: 1024}}";
+    vec![
+        sc(
+            "ingress tls credentialNames is not supported",
+            "ingress:\n- port: {protocol: tcp, number: 90, name: foo}\n  defaultEndpoint: 127.0.0.1:9999\n  tls: {mode: SIMPLE, credentialNames: [secret-name]}",
+            Err("credentialNames"),
+        ),
+        sc(
+            "ingress tls tlsCertificates is not supported",
+            "ingress:\n- port: {protocol: tcp, number: 90, name: foo}\n  defaultEndpoint: 127.0.0.1:9999\n  tls:\n    mode: SIMPLE\n    tlsCertificates:\n    - {serverCertificate: /etc/istio/ingress-certs/tls.crt, privateKey: /etc/istio/ingress-certs/tls.key}\n    - {serverCertificate: /etc/istio/ingress-certs/tls2.crt, privateKey: /etc/istio/ingress-certs/tls2.key}",
+            Err("tlsCertificates"),
+        ),
+        sc("valid inbound connection pool", &format!("inboundConnectionPool: {pool}"), Ok),
+        sc(
+            "valid port-level connection pool with top level default",
+            &format!("ingress:\n- port: {{protocol: http, number: 90, name: foo}}\n  connectionPool: {pool}\ninboundConnectionPool: {pool}"),
+            Ok,
+        ),
+        sc(
+            "valid port-level connection pool without a top level default",
+            &format!("ingress:\n- port: {{protocol: http, number: 90, name: foo}}\n  connectionPool: {pool}"),
+            Ok,
+        ),
+        sc(
+            "warn http connection settings on tcp port",
+            &format!("ingress:\n- port: {{protocol: tcp, number: 90, name: foo}}\n  connectionPool: {pool}"),
+            Warn("HTTP"),
+        ),
+        sc("invalid top level connection pool", "inboundConnectionPool: {}", Err("connection")),
+        sc(
+            "invalid port-level connection pool",
+            "ingress:\n- port: {protocol: tcp, number: 90, name: foo}\n  connectionPool: {}",
+            Err("connection"),
+        ),
+    ]
+}
+
+#[test]
+fn sidecar_tls_and_connection_pools() {
+    check(&sidecar_more_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// RequestAuthentication, PeerAuthentication (TestValidateRequestAuthentication,
+// TestValidatePeerAuthentication). The dry-run annotation case is not here (annotations).
+
+fn authentication_cases() -> Vec<Case> {
+    let ra =
+        |name: &str, spec: &str, expect: Expect| c(name, "RequestAuthentication", spec, expect);
+    let pa = |name: &str, spec: &str, expect: Expect| c(name, "PeerAuthentication", spec, expect);
+    let rule = |extra: &str| {
+        format!(
+            "jwtRules:\n- issuer: foo.com\n  jwksUri: https://foo.com\n{}",
+            nest(extra, 2)
+        )
+    };
+    let gw = "group: gateway.networking.k8s.io, kind: Gateway";
+    let good_rules = "jwtRules:\n- {issuer: foo.com, jwksUri: https://foo.com/cert}\n";
+    let jwks = r#"{ "keys":[ {"e":"AQAB","kid":"DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ","kty":"RSA","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P7KfIupjf59vsdo91bSP9C8H07pSAGQO1MV_xFj9VswgsCg4R6otmg5PV2He95lZdHtOcU5DXIg_pbhLdKXbi66GlVeK6ABZOUW3WYtnNHD-91gVuoeJT_DwtGGcp4ignkgXfkiEm4sw-4sfb4qdt5oLbyVpmW6x9cfa7vs2WTfURiCrBoUqgBo_-4WTiULmmHSGZHOjzwa8WtrtOQGsAFjIbno85jp6MnGGGZPYZbDAa_b3y5u-YpW7ypZrvD8BgtKVjgtQgZhLAGezMt0ua3DRrWnKqTZ0BJ_EyxOGuHJrLsn00fnMQ"}]}"#;
+    vec![
+        ra("empty spec", "{}", Ok),
+        ra("another empty spec", "selector: {}", Warn("without labels")),
+        ra("non empty selector", "selector: {matchLabels: {app: httpbin}}", Ok),
+        ra("empty jwt rule", "jwtRules:\n- {}", Err("issuer")),
+        ra("empty issuer", "jwtRules:\n- {issuer: \"\"}", Err("issuer")),
+        ra(
+            "bad JwksUri - no protocol",
+            "jwtRules:\n- {issuer: foo.com, jwksUri: foo.com}",
+            Err("jwksUri"),
+        ),
+        ra(
+            "bad JwksUri - invalid port",
+            "jwtRules:\n- {issuer: foo.com, jwksUri: \"https://foo.com:not-a-number\"}",
+            Err("jwksUri"),
+        ),
+        ra(
+            "empty value",
+            &format!("selector: {{matchLabels: {{app: httpbin, version: \"\"}}}}\n{good_rules}"),
+            Ok,
+        ),
+        ra(
+            "bad workload selector - empty key",
+            &format!("selector: {{matchLabels: {{app: httpbin, \"\": v1}}}}\n{good_rules}"),
+            Err("key"),
+        ),
+        ra("good targetRef", &format!("targetRef: {{{gw}, name: foo}}\n{good_rules}"), Ok),
+        ra("bad targetRef - empty name", &format!("targetRef: {{{gw}}}\n{good_rules}"), Err("name")),
+        ra(
+            "bad targetRef - non-empty namespace",
+            &format!("targetRef: {{{gw}, name: foo, namespace: bar}}\n{good_rules}"),
+            Err("namespace"),
+        ),
+        ra(
+            "bad targetRef - wrong group",
+            &format!("targetRef: {{group: wrong-group, kind: Gateway, name: foo}}\n{good_rules}"),
+            Err("wrong-group"),
+        ),
+        ra(
+            "bad targetRef - wrong kind",
+            &format!("targetRef: {{group: gateway.networking.k8s.io, kind: wrong-kind, name: foo}}\n{good_rules}"),
+            Err("wrong-kind"),
+        ),
+        ra(
+            "targetRef and selector cannot both be set",
+            &format!("targetRef: {{{gw}, name: foo}}\nselector: {{matchLabels: {{app: httpbin}}}}\n{good_rules}"),
+            Err("selector"),
+        ),
+        ra("bad header location", &rule("fromHeaders: [{name: \"\", prefix: \"Bearer \"}]"), Err("fromHeaders")),
+        ra("bad param location", &rule("fromParams: [\"\"]"), Err("fromParams")),
+        ra("good", &rule("fromHeaders: [{name: x-foo, prefix: \"Bearer \"}]"), Ok),
+        ra("bad cookie location", &rule("fromCookies: [\"\", foo]"), Err("fromCookies")),
+        ra(
+            "jwks ok",
+            &format!("jwtRules:\n- issuer: foo.com\n  jwks: '{jwks}'\n  fromHeaders: [{{name: x-foo, prefix: \"Bearer \"}}]"),
+            Ok,
+        ),
+        ra(
+            "jwks error",
+            "jwtRules:\n- issuer: foo.com\n  jwks: foo\n  fromHeaders: [{name: x-foo, prefix: \"Bearer \"}]",
+            Err("jwks"),
+        ),
+        ra("null outputClaimToHeader", &rule("outputClaimToHeaders: [{}]"), Err("outputClaimToHeaders")),
+        ra(
+            "empty claim in outputClaimToHeader",
+            &rule("outputClaimToHeaders: [{header: x-jwt-claim, claim: \"\"}]"),
+            Err("claim"),
+        ),
+        ra(
+            "empty header in outputClaimToHeader",
+            &rule("outputClaimToHeaders: [{header: \"\", claim: sub}]"),
+            Err("header"),
+        ),
+        ra(
+            "invalid header in outputClaimToHeader",
+            &rule("outputClaimToHeaders: [{header: \"abc%123\", claim: sub}]"),
+            Err("abc%123"),
+        ),
+        pa("empty spec", "{}", Ok),
+        pa("empty mtls with selector of empty labels", "selector: {}", Warn("without labels")),
+        pa("default name with non empty selector", "selector: {matchLabels: {app: httpbin}}", Ok),
+        pa(
+            "empty port level mtls",
+            "selector: {matchLabels: {app: httpbin}}\nportLevelMtls: {}",
+            // (Istio's JSON decoder allocates the map for `{}`, so this is its non-nil case.)
+            Err("portLevelMtls"),
+        ),
+        pa(
+            "empty selector with port level mtls",
+            "portLevelMtls: {8080: {mode: UNSET}}",
+            Err("portLevelMtls"),
+        ),
+        pa(
+            "port 0",
+            "selector: {matchLabels: {app: httpbin}}\nportLevelMtls: {0: {mode: UNSET}}",
+            Err("port"),
+        ),
+        pa("unset mode", "mtls: {mode: UNSET}", Ok),
+        pa(
+            "port level",
+            "selector: {matchLabels: {app: httpbin}}\nportLevelMtls: {8080: {mode: UNSET}}",
+            Ok,
+        ),
+    ]
+}
+
+#[test]
+fn request_and_peer_authentication() {
+    check(&authentication_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// exportTo (Test_validateExportTo) on VirtualService (not a ServiceEntry), ServiceEntry, and
+// DestinationRule with a workloadSelector; the resource's namespace is "bar".
+
+fn export_to_cases() -> Vec<Case> {
+    let vs = |name: &str, export: &str, expect: Expect| {
+        c(
+            &format!("vs exportTo: {name}"),
+            "VirtualService",
+            &format!("hosts: [foo.bar]\nhttp:\n- route: [{{destination: {{host: foo.bar}}}}]\nexportTo: {export}"),
+            expect,
+        )
+    };
+    let se = |name: &str, export: &str, expect: Expect| {
+        c(
+            &format!("se exportTo: {name}"),
+            "ServiceEntry",
+            &format!("hosts: [foo.bar]\nports: [{{number: 80, name: http, protocol: HTTP}}]\nexportTo: {export}"),
+            expect,
+        )
+    };
+    let dr = |name: &str, export: &str, expect: Expect| {
+        c(
+            &format!("dr with selector exportTo: {name}"),
+            "DestinationRule",
+            &format!(
+                "host: foo.bar\nworkloadSelector: {{matchLabels: {{app: a}}}}\nexportTo: {export}"
+            ),
+            expect,
+        )
+    };
+    vec![
+        vs("empty is okay", "[]", Ok),
+        vs("* is allowed", "[\"*\"]", Ok),
+        vs(". and ns1 are allowed", "[., ns1]", Ok),
+        vs("bunch of namespaces", "[ns1, ns2, bar]", Ok),
+        se("~ is allowed for service entries", "[\"~\"]", Ok),
+        vs(
+            "~ not allowed for non service entry configs",
+            "[\"~\", ns1]",
+            Err("~"),
+        ),
+        vs(". and * together are not allowed", "[., \"*\"]", Err("*")),
+        vs(
+            "* and ns1 together are not allowed",
+            "[\"*\", ns1]",
+            Err("*"),
+        ),
+        vs(". and same namespace", "[., bar]", Err("duplicate")),
+        vs("duplicate namespaces", "[ns1, ns2, ns1]", Err("duplicate")),
+        se(
+            "duplicate none in service entry",
+            "[\"~\", \"~\", ns1]",
+            Err("~"),
+        ),
+        vs("invalid namespace names", "[ns1_]", Err("ns1_")),
+        se(
+            "none and other namespaces in service entry",
+            "[\"~\", ns1]",
+            Err("~"),
+        ),
+        dr("* is not allowed", "[\"*\"]", Err("exportTo")),
+        dr(". is allowed", "[.]", Ok),
+        dr(
+            "another namespace is not allowed",
+            "[somens]",
+            Err("exportTo"),
+        ),
+        dr(
+            "another namespace beside . is not allowed",
+            "[., somens]",
+            Err("exportTo"),
+        ),
+    ]
+}
+
+#[test]
+fn export_to() {
+    check(&export_to_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// Telemetry (TestValidateTelemetry)
+
+fn telemetry_cases() -> Vec<Case> {
+    let t = |name: &str, spec: &str, expect: Expect| c(name, "Telemetry", spec, expect);
+    let tag = "tracing:\n- customTags: {clusterID: {environment: {name: FOO}}}\n";
+    vec![
+        t("empty", "{}", Ok),
+        t("multiple providers", "tracing:\n- providers: [{name: a}, {name: b}]", Warn("multiple providers")),
+        t("multiple tracers", "tracing: [{}, {}]", Warn("multiple tracing")),
+        t(
+            "bad randomSamplingPercentage",
+            "tracing:\n- randomSamplingPercentage: 101",
+            Err("randomSamplingPercentage"),
+        ),
+        t("tracing with a good custom tag", tag, Ok),
+        t(
+            "tracing with a nil custom tag",
+            "tracing:\n- customTags: {clusterID: null}",
+            Err("clusterID"),
+        ),
+        t(
+            "bad metrics operation",
+            "metrics:\n- overrides:\n  - tagOverrides: {my-tag: {operation: UPSERT, value: \"\"}}",
+            Err("must be set when operation is UPSERT"),
+        ),
+        t(
+            "good metrics operation",
+            "metrics:\n- overrides:\n  - tagOverrides: {my-tag: {operation: UPSERT, value: some-cel-expression}}",
+            Ok,
+        ),
+        t(
+            "metrics REMOVE with a value",
+            "metrics:\n- overrides:\n  - tagOverrides: {my-tag: {operation: REMOVE, value: x}}",
+            Err("only be set when operation is UPSERT"),
+        ),
+        t(
+            "multi-accessloggings",
+            "accessLogging:\n- providers: [{name: envoy}]\n- providers: [{name: otel}]",
+            Ok,
+        ),
+        t(
+            "multi-accesslogging-providers",
+            "accessLogging:\n- providers: [{name: envoy}, {name: otel}]",
+            Ok,
+        ),
+        t("access logging provider without name", "accessLogging:\n- providers: [{}]", Err("providers.name")),
+        t(
+            "good targetRef",
+            &format!("{tag}targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: foo}}"),
+            Ok,
+        ),
+        t(
+            "bad targetRef - empty name",
+            &format!("{tag}targetRef: {{group: gateway.networking.k8s.io, kind: Gateway}}"),
+            Err("name"),
+        ),
+        t(
+            "bad targetRef - non-empty namespace",
+            &format!("{tag}targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: foo, namespace: bar}}"),
+            Err("namespace must not be set"),
+        ),
+        t(
+            "bad targetRef - wrong group",
+            &format!("{tag}targetRef: {{group: wrong-group, kind: Gateway, name: foo}}"),
+            Err("wrong-group"),
+        ),
+        t(
+            "bad targetRef - wrong kind",
+            &format!("{tag}targetRef: {{group: gateway.networking.k8s.io, kind: wrong-kind, name: foo}}"),
+            Err("wrong-kind"),
+        ),
+        t(
+            "targetRef and selector cannot both be set",
+            &format!("{tag}targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: foo}}\nselector: {{matchLabels: {{app: httpbin}}}}"),
+            Err("only one of"),
+        ),
+        t("selector without labels", "selector: {}", Warn("without labels")),
+        t(
+            "literal tag without value",
+            "tracing:\n- customTags: {team: {literal: {value: \"\"}}}",
+            Err("literal"),
+        ),
+    ]
+}
+
+#[test]
+fn telemetry() {
+    check(&telemetry_cases());
+}

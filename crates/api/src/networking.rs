@@ -23,7 +23,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::common::WorkloadSelector;
 use crate::duration::Duration;
-use crate::validate::{check_host, Validate, Validator};
+use crate::validate::{check_host, check_outbound_sni, Validate, Validator};
 
 // =============================================================================================
 // Serde helpers and proto enums
@@ -666,6 +666,9 @@ fn validate_namespaced_host(v: &mut Validator, host: &str, scope: HostScope) {
     let (ns, name) = match host.split_once('/') {
         Some(parts) => parts,
         None if scope == HostScope::Gateway => {
+            if is_ip(host) {
+                return;
+            }
             if let Err(e) = check_host(host) {
                 v.error(format!("{e}: expected [namespace/]dnsName, e.g. \"*\", \"example.com\" or \"prod/*.example.com\""));
             } else {
@@ -700,6 +703,9 @@ fn validate_namespaced_host(v: &mut Validator, host: &str, scope: HostScope) {
         v.error(format!(
             "invalid namespace {ns:?} in host {host:?}: expected {allowed}"
         ));
+    }
+    if scope == HostScope::Gateway && is_ip(name) {
+        return;
     }
     if let Err(e) = check_host(name) {
         v.error(e);
@@ -2246,11 +2252,23 @@ impl Validate for VirtualService {
             }
         }
         let applies_to_mesh = self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh");
+        // Istio: hosts of a gateway-only VirtualService with SNI matches may be
+        // auto-generated SNI names (outbound_.PORT_._.HOST).
+        let sni_names = !applies_to_mesh
+            && self
+                .tls
+                .iter()
+                .any(|r| r.matches.iter().any(|m| !m.sni_hosts.is_empty()));
         let mut all_valid = true;
         v.at("hosts", |v| {
             for (i, h) in self.hosts.iter().enumerate() {
                 v.at_index(i, |v| {
-                    if let Err(e) = check_host(h) {
+                    let checked = if sni_names && h.starts_with("outbound_") {
+                        check_outbound_sni(h)
+                    } else {
+                        check_host(h)
+                    };
+                    if let Err(e) = checked {
                         if !is_ip(h) {
                             v.error(format!("{e}: expected a service host, a wildcard like *.example.com, or an IP"));
                             all_valid = false;
@@ -2305,7 +2323,7 @@ impl Validate for VirtualService {
             });
         }
         v.each("tls", &self.tls, |v, r| {
-            validate_tls_route(v, r, &self.hosts)
+            validate_tls_route(v, r, &self.hosts, !applies_to_mesh)
         });
         v.each("tcp", &self.tcp, validate_tcp_route);
         validate_export_to(v, &self.export_to, false, false);
@@ -2344,6 +2362,11 @@ fn check_header_value(value: &str) -> Result<(), String> {
             "invalid header value {value:?}: control character {c:?} is not allowed"
         ));
     }
+    let unescaped = || {
+        format!(
+            "invalid header value {value:?}: unescaped '%' (write \"%%\" for a literal percent or %VARIABLE% for an Envoy variable such as %HOSTNAME%)"
+        )
+    };
     let mut rest = value;
     while let Some(i) = rest.find('%') {
         let after = &rest[i + 1..];
@@ -2351,39 +2374,50 @@ fn check_header_value(value: &str) -> Result<(), String> {
             rest = next;
             continue;
         }
-        // The command name runs to the closing '%' (arguments in parentheses may hold '%'-free text).
-        let Some(end) = after.find('%') else {
+        // %NAME%, %NAME:LEN%, %NAME(args)% or %NAME(args):LEN%; args may hold '%' (strftime).
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        let (name, tail) = after.split_at(name_len);
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            return Err(unescaped());
+        }
+        let tail = if tail.starts_with('(') {
+            // The closing parenthesis is the one followed by `%` or `:LEN%`.
+            let close = tail.match_indices(')').map(|(j, _)| j).find(|&j| {
+                let t = &tail[j + 1..];
+                t.starts_with('%') || length_then_percent(t).is_some()
+            });
+            match close {
+                Some(j) => &tail[j + 1..],
+                None => return Err(unescaped()),
+            }
+        } else {
+            tail
+        };
+        rest = if let Some(r) = tail.strip_prefix('%') {
+            r
+        } else if let Some(r) = length_then_percent(tail) {
+            r
+        } else {
             return Err(format!(
-                "invalid header value {value:?}: unescaped '%' (write \"%%\" for a literal percent or %VARIABLE% for an Envoy variable such as %HOSTNAME%)"
+                "invalid header value {value:?}: %{name}... is not a complete Envoy variable: expected %NAME%, %NAME(args)% or \"%%\" for a literal percent"
             ));
         };
-        let command = &after[..end];
-        let name_len = command
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(command.len());
-        let (name, tail) = command.split_at(name_len);
-        let tail_ok = tail.is_empty()
-            || (tail.starts_with('(') && {
-                let close = tail.rfind(')');
-                close.is_some_and(|c| {
-                    let after_args = &tail[c + 1..];
-                    after_args.is_empty()
-                        || after_args
-                            .strip_prefix(':')
-                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                })
-            })
-            || tail
-                .strip_prefix(':')
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_uppercase()) || !tail_ok {
-            return Err(format!(
-                "invalid header value {value:?}: %{command}% is not an Envoy variable: expected %NAME%, %NAME(args)% or \"%%\" for a literal percent"
-            ));
-        }
-        rest = &after[end + 1..];
     }
     Ok(())
+}
+
+/// `:LEN%` at the start of `t`: returns what follows the `%`.
+fn length_then_percent(t: &str) -> Option<&str> {
+    let digits = t.strip_prefix(':')?;
+    let n = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if n == 0 {
+        return None;
+    }
+    digits[n..].strip_prefix('%')
 }
 
 impl Validate for Headers {
@@ -2928,7 +2962,7 @@ fn validate_subnets(v: &mut Validator, field: &str, subnets: &[String]) {
     });
 }
 
-fn validate_tls_route(v: &mut Validator, r: &TLSRoute, vs_hosts: &[String]) {
+fn validate_tls_route(v: &mut Validator, r: &TLSRoute, vs_hosts: &[String], gateway_only: bool) {
     if r.matches.is_empty() {
         v.error_at(
             "match",
@@ -2944,7 +2978,12 @@ fn validate_tls_route(v: &mut Validator, r: &TLSRoute, vs_hosts: &[String]) {
                 v.warn(format!("SNI host {sni:?} is an IP address: SNI carries names and most clients never send IPs"));
                 return;
             }
-            if let Err(e) = check_host(sni) {
+            let checked = if gateway_only && sni.starts_with("outbound_") {
+                check_outbound_sni(sni)
+            } else {
+                check_host(sni)
+            };
+            if let Err(e) = checked {
                 v.error(e);
                 return;
             }
@@ -3619,6 +3658,19 @@ fn validate_policy_parts(
 ) {
     if let Some(lb) = lb {
         v.nested("loadBalancer", lb);
+        let failover = lb
+            .locality_lb_setting
+            .as_ref()
+            .is_some_and(|l| !l.failover.is_empty() || !l.failover_priority.is_empty());
+        if failover && outlier.is_none() {
+            // Istio warns: without outlier detection no endpoint is ever ejected, so traffic
+            // never fails over.
+            warn_at(
+                v,
+                "loadBalancer.localityLbSetting",
+                "outlier detection policy must be provided for failover: set outlierDetection beside loadBalancer, or failover never happens",
+            );
+        }
     }
     if let Some(p) = pool {
         v.nested("connectionPool", p);
@@ -3972,6 +4024,60 @@ fn check_locality(l: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Istio's `validateLocalities`: listed localities must not overlap, e.g. `a` (or `a/*`)
+/// already covers `a/b/c`, and `*` covers everything. Order matters as in Istio: a locality
+/// overlapping one listed before it is reported.
+#[derive(Default)]
+struct LocalitySet {
+    /// region -> zone -> subzones; "*" marks a whole level.
+    regions: HashMap<String, HashMap<String, HashSet<String>>>,
+}
+
+impl LocalitySet {
+    fn insert(&mut self, locality: &str) -> Result<(), String> {
+        let overlap = || {
+            Err(format!(
+                "locality {locality:?} overlaps a locality listed before it: expected distinct regions, zones or subzones"
+            ))
+        };
+        if self.regions.contains_key("*") {
+            return overlap();
+        }
+        let mut parts: Vec<&str> = locality.split('/').collect();
+        if parts.len() > 1 && parts.last() == Some(&"*") {
+            parts.pop();
+        }
+        match parts.as_slice() {
+            [region] => {
+                if self.regions.contains_key(*region) {
+                    return overlap();
+                }
+                let whole = HashMap::from([("*".to_string(), HashSet::from(["*".to_string()]))]);
+                self.regions.insert(region.to_string(), whole);
+            }
+            [region, zone] => {
+                let zones = self.regions.entry(region.to_string()).or_default();
+                if zones.contains_key("*") || zones.contains_key(*zone) {
+                    return overlap();
+                }
+                zones.insert(zone.to_string(), HashSet::from(["*".to_string()]));
+            }
+            [region, zone, subzone] => {
+                let zones = self.regions.entry(region.to_string()).or_default();
+                if zones.contains_key("*") {
+                    return overlap();
+                }
+                let subzones = zones.entry(zone.to_string()).or_default();
+                if subzones.contains("*") || !subzones.insert(subzone.to_string()) {
+                    return overlap();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 impl Validate for LocalityLoadBalancerSetting {
     fn validate(&self, v: &mut Validator) {
         if !self.distribute.is_empty() && !self.failover.is_empty() {
@@ -3988,13 +4094,21 @@ impl Validate for LocalityLoadBalancerSetting {
                 }
             });
         }
-        let mut froms: HashSet<String> = HashSet::new();
+        let mut froms = LocalitySet::default();
         v.each("distribute", &self.distribute, |v, d| {
             let from = d.from.as_deref().unwrap_or("");
             if let Err(e) = check_locality(from) {
                 v.error_at("from", e);
-            } else if !froms.insert(from.to_string()) {
-                v.error_at("from", format!("duplicate locality {from:?}"));
+            } else if let Err(e) = froms.insert(from) {
+                v.error_at("from", e);
+            }
+            let mut tos = LocalitySet::default();
+            for loc in d.to.keys() {
+                if check_locality(loc).is_ok() {
+                    if let Err(e) = tos.insert(loc) {
+                        v.at("to", |v| v.at_key(loc, |v| v.error(e)));
+                    }
+                }
             }
             let mut total: u64 = 0;
             v.at("to", |v| {
@@ -4023,13 +4137,15 @@ impl Validate for LocalityLoadBalancerSetting {
             let from = f.from.as_deref().unwrap_or("");
             let to = f.to.as_deref().unwrap_or("");
             if from == to {
-                v.error("failover from and to must be different regions");
+                v.error(format!("failover from and to must be different regions, found {from:?} for both"));
             }
-            if from.contains('/') || to.contains('/') {
-                v.error("failover takes regions only (no '/zone')");
-            }
-            if from.contains('*') || to.contains('*') {
-                v.error("failover regions cannot contain '*'");
+            for (field, region) in [("from", from), ("to", to)] {
+                if region.contains('/') {
+                    v.error_at(field, format!("failover takes regions only, found {region:?}: expected a region without /zone"));
+                }
+                if region.contains('*') {
+                    v.error_at(field, format!("failover regions cannot contain '*', found {region:?}: expected a region name"));
+                }
             }
         });
     }
@@ -6432,7 +6548,8 @@ mod tests {
             &format!("{lb}.failover[0]"),
             "must be different regions",
         );
-        assert_error(&dr, &format!("{lb}.failover[1]"), "regions only");
+        assert_error(&dr, &format!("{lb}.failover[1].from"), "regions only");
+        assert_warning(&dr, lb, "outlier detection policy must be provided");
         assert_error(
             &dr,
             &format!("{lb}.failoverPriority[0]"),

@@ -293,21 +293,53 @@ pub fn check_host(host: &str) -> Result<(), String> {
     if body.is_empty() {
         return bad("wildcard without a domain");
     }
-    for (i, label) in body.split('.').enumerate() {
+    let labels: Vec<&str> = body.split('.').collect();
+    for (i, label) in labels.iter().enumerate() {
         if label.is_empty() || label.len() > 63 {
             return bad("each dot-separated label must be 1-63 characters");
         }
+        // DNS-1123 labels as Istio checks them (letters of either case, digits, '-').
         if !label
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            return bad("labels may contain only letters, digits, '-' and '_' (wildcard '*' only as the first label)");
+            return bad("labels may contain only letters, digits and '-' (wildcard '*' only as the first label)");
         }
         if (label.starts_with('-') && !(partial && i == 0)) || label.ends_with('-') {
             return bad("labels cannot start or end with '-'");
         }
     }
+    // Istio's ValidateDNS1123Labels: an all-numeric top-level label is an IP, not a name.
+    let tld = labels[labels.len() - 1];
+    if labels.len() > 1 && tld.bytes().all(|b| b.is_ascii_digit()) {
+        return bad(
+            "the top-level label cannot be all-numeric (an IP address is not a host name here)",
+        );
+    }
     Ok(())
+}
+
+/// Istio's auto-generated SNI names, `outbound_.PORT_.SUBSET_.HOST` (subset may be empty:
+/// `outbound_.80_._.reviews.default.svc.cluster.local`), accepted as hosts of
+/// VirtualServices bound to gateways that route TLS by SNI.
+pub fn check_outbound_sni(host: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid SNI name {host:?}: {why}: expected outbound_.PORT_.SUBSET_.HOST, e.g. outbound_.80_._.reviews.default.svc.cluster.local"
+        ))
+    };
+    let parts: Vec<&str> = host.splitn(4, '.').collect();
+    if parts.len() != 4 || parts[0] != "outbound_" {
+        return bad("not in the outbound_ form");
+    }
+    let port = parts[1].strip_suffix('_').unwrap_or("");
+    if port.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return bad("the port part must be a port number followed by '_'");
+    }
+    if !parts[2].ends_with('_') {
+        return bad("the subset part must end with '_'");
+    }
+    check_host(parts[3]).or_else(|e| bad(&e))
 }
 
 #[cfg(test)]
@@ -348,6 +380,8 @@ mod tests {
         for bad in [
             "",
             "a..b",
+            "foo_bar.com",
+            "1.1.1.1",
             "exa mple.com",
             "*.",
             "foo.*.com",

@@ -1204,6 +1204,36 @@ fn http_route_more_cases() -> Vec<Case> {
     ]
 }
 
+/// TestValidateHTTPHeaderValue, as response header values.
+fn header_value_cases() -> Vec<Case> {
+    let value = |v: &str, expect: Expect| {
+        http(
+            &format!("header value {v:?}"),
+            &format!(
+                "route: [{{destination: {{host: foo.baz}}}}]\nheaders: {{response: {{set: {{x-v: '{v}'}}}}}}"
+            ),
+            expect,
+        )
+    };
+    vec![
+        value("foo", Ok),
+        value("%HOSTNAME%", Ok),
+        value("100%%", Ok),
+        value("prefix %HOSTNAME% suffix", Ok),
+        value("%DOWNSTREAM_PEER_CERT_V_END(%b %d %H:%M:%S %Y %Z)%", Ok),
+        value("%DYNAMIC_METADATA(com.test.my_filter)%", Ok),
+        value("%REQ(x-foo):10%", Ok),
+        value("%START_TIME%%", Err("header value")),
+        value("abc%123", Err("header value")),
+        value("%hostname%", Err("header value")),
+    ]
+}
+
+#[test]
+fn header_values() {
+    check(&header_value_cases());
+}
+
 #[test]
 fn virtual_service_http_and_tcp_routes() {
     check(&http_route_more_cases());
@@ -2896,4 +2926,259 @@ fn telemetry_cases() -> Vec<Case> {
 #[test]
 fn telemetry() {
     check(&telemetry_cases());
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared checks (pkg/config/validation/agent validation_test.go): TestValidateTLS (client
+// TLS of a DestinationRule), TestValidateWildcardDomain (DestinationRule host),
+// TestValidateWildcardDomainForVirtualServiceBoundToGateway, TestValidateLocalityLbSetting,
+// TestValidateLocalities, TestValidationIPAddress/IPSubnet (ServiceEntry addresses),
+// TestValidatePort (ServiceEntry ports), TestValidateFQDN (DNS endpoint addresses).
+
+fn agent_cases() -> Vec<Case> {
+    let client_tls = |name: &str, tls: &str, expect: Expect| {
+        c(
+            &format!("client tls: {name}"),
+            "DestinationRule",
+            &format!("host: reviews\ntrafficPolicy:\n  tls: {tls}"),
+            expect,
+        )
+    };
+    let dr_host = |name: &str, host: &str, expect: Expect| {
+        c(
+            &format!("wildcard domain: {name}"),
+            "DestinationRule",
+            &format!("host: \"{host}\""),
+            expect,
+        )
+    };
+    let sni_vs = |name: &str, host: &str, expect: Expect| {
+        c(
+            &format!("gateway-bound SNI host: {name}"),
+            "VirtualService",
+            &format!(
+                "hosts: [\"{host}\"]\ngateways: [ns1/gateway]\ntls:\n- match: [{{sniHosts: [\"{host}\"]}}]\n  route: [{{destination: {{host: istio.istio-system.svc.cluster.local}}}}]"
+            ),
+            expect,
+        )
+    };
+    let locality = |name: &str, lb: &str, outlier: bool, expect: Expect| {
+        let od = if outlier {
+            "\n  outlierDetection: {consecutive5xxErrors: 5}"
+        } else {
+            ""
+        };
+        c(
+            &format!("locality: {name}"),
+            "DestinationRule",
+            &format!(
+                "host: reviews\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {lb}{od}"
+            ),
+            expect,
+        )
+    };
+    let distribute_from = |name: &str, froms: &[&str], expect: Expect| {
+        let items: Vec<String> = froms
+            .iter()
+            .map(|f| format!("{{from: \"{f}\", to: {{\"x/y/z\": 100}}}}"))
+            .collect();
+        locality(
+            name,
+            &format!("{{distribute: [{}]}}", items.join(", ")),
+            true,
+            expect,
+        )
+    };
+    let address = |name: &str, addr: &str, expect: Expect| {
+        c(
+            &format!("address: {name}"),
+            "ServiceEntry",
+            &format!("hosts: [a.example.com]\naddresses: [\"{addr}\"]\nports: [{{number: 80, name: http, protocol: HTTP}}]\nresolution: NONE"),
+            expect,
+        )
+    };
+    let port = |n: i64, expect: Expect| {
+        c(
+            &format!("port {n}"),
+            "ServiceEntry",
+            &format!(
+                "hosts: [a.example.com]\nports: [{{number: {n}, name: http, protocol: HTTP}}]"
+            ),
+            expect,
+        )
+    };
+    let fqdn = |name: &str, addr: &str, expect: Expect| {
+        c(
+            &format!("fqdn: {name}"),
+            "ServiceEntry",
+            &format!("hosts: [a.example.com]\nports: [{{number: 80, name: http, protocol: HTTP}}]\nresolution: DNS\nendpoints: [{{address: \"{addr}\"}}]"),
+            expect,
+        )
+    };
+    let long = "x".repeat(256);
+    let label63 = "x".repeat(63);
+    vec![
+        client_tls("SIMPLE credentialName", "{mode: SIMPLE, credentialName: some-credential}", Ok),
+        client_tls(
+            "SIMPLE credentialName with clientCertificate",
+            "{mode: SIMPLE, credentialName: credential, clientCertificate: cert}",
+            Err("clientCertificate"),
+        ),
+        client_tls(
+            "SIMPLE credentialName with privateKey",
+            "{mode: SIMPLE, credentialName: credential, privateKey: key}",
+            Err("privateKey"),
+        ),
+        client_tls(
+            "SIMPLE credentialName with caCertificates",
+            "{mode: SIMPLE, credentialName: credential, caCertificates: ca}",
+            Err("caCertificates"),
+        ),
+        client_tls("MUTUAL credentialName", "{mode: MUTUAL, credentialName: some-credential}", Ok),
+        client_tls(
+            "MUTUAL credentialName with clientCertificate",
+            "{mode: MUTUAL, credentialName: credential, clientCertificate: cert}",
+            Err("clientCertificate"),
+        ),
+        client_tls(
+            "MUTUAL credentialName with privateKey",
+            "{mode: MUTUAL, credentialName: credential, privateKey: key}",
+            Err("privateKey"),
+        ),
+        client_tls(
+            "MUTUAL credentialName with caCertificates",
+            "{mode: MUTUAL, credentialName: credential, caCertificates: ca}",
+            Err("caCertificates"),
+        ),
+        client_tls(
+            "MUTUAL credentialName with caCrl",
+            "{mode: MUTUAL, credentialName: credential, caCrl: ca}",
+            Err("caCrl"),
+        ),
+        client_tls("MUTUAL certificate and key", "{mode: MUTUAL, clientCertificate: cert, privateKey: key}", Ok),
+        client_tls(
+            "MUTUAL certificate without key",
+            "{mode: MUTUAL, clientCertificate: cert}",
+            Err("privateKey"),
+        ),
+        client_tls(
+            "MUTUAL key without certificate",
+            "{mode: MUTUAL, privateKey: key}",
+            Err("clientCertificate"),
+        ),
+        dr_host("empty", "", Err("host")),
+        dr_host("too long", &long, Err("255")),
+        dr_host("happy", &label63, Ok),
+        dr_host("wildcard", "*", Ok),
+        dr_host("wildcard multi-segment", "*.bar.com", Ok),
+        dr_host("wildcard single segment", "*foo", Ok),
+        dr_host("wildcard prefix", "*foo.bar.com", Ok),
+        dr_host("wildcard prefix dash", "*-foo.bar.com", Ok),
+        dr_host("bad wildcard in the middle", "foo.*.com", Err("host")),
+        dr_host("bad wildcard suffix", "foo*.bar.com", Err("host")),
+        dr_host("IP address", "1.1.1.1", Err("all-numeric")),
+        dr_host("underscore", "foo_bar.example.com", Err("labels")),
+        sni_vs("SNI domain", "outbound_.80_._.e2e.foobar.mesh", Ok),
+        sni_vs("plain name", "outbound.com", Ok),
+        sni_vs("not outbound_", "neverbound_.80_._.e2e.foobar.mesh", Err("host")),
+        sni_vs("port not a number", "outbound_.thisIsNotAPort_._.e2e.foobar.mesh", Err("port")),
+        sni_vs("no host name", "outbound_.80_._", Err("outbound_")),
+        locality(
+            "distribute total weight > 100",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 25}}]}",
+            true,
+            Err("100"),
+        ),
+        locality(
+            "distribute total weight < 100",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 15}}]}",
+            true,
+            Err("100"),
+        ),
+        locality(
+            "distribute weight = 0",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 0, a/b1: 100}}]}",
+            true,
+            Err("0"),
+        ),
+        locality(
+            "distribute and failover together",
+            "{distribute: [{from: a/b/c, to: {a/b/c: 80, a/b1: 20}}], failover: [{from: region1, to: region2}]}",
+            true,
+            Err("failover"),
+        ),
+        locality(
+            "failover to the same region",
+            "{failover: [{from: region1, to: region1}]}",
+            true,
+            Err("region1"),
+        ),
+        locality("failover from '*'", "{failover: [{from: \"*\", to: region2}]}", true, Err("*")),
+        locality("failover to '*'", "{failover: [{from: region1, to: \"*\"}]}", true, Err("*")),
+        locality(
+            "failover from a zone",
+            "{failover: [{from: region1/zone1, to: region2}]}",
+            true,
+            Err("region1/zone1"),
+        ),
+        locality(
+            "failover to a zone",
+            "{failover: [{from: region1, to: region2/zone1}]}",
+            true,
+            Err("region2/zone1"),
+        ),
+        locality(
+            "failoverPriority without outlier detection",
+            "{failoverPriority: [topology.istio.io/network, topology.kubernetes.io/region, topology.kubernetes.io/zone, topology.istio.io/subzone]}",
+            false,
+            Warn("outlier"),
+        ),
+        locality(
+            "failover without outlier detection",
+            "{failover: [{from: us-east, to: eu-west}, {from: us-west, to: eu-east}]}",
+            false,
+            Warn("outlier"),
+        ),
+        locality(
+            "failoverPriority and failover regions together",
+            "{failover: [{from: region1, to: region2}], failoverPriority: [topology.kubernetes.io/region]}",
+            true,
+            Err("failoverPriority"),
+        ),
+        distribute_from("multi wildcard locality", &["*/zone/*"], Err("*/zone/*")),
+        distribute_from("wildcard not in suffix", &["*/zone"], Err("*/zone")),
+        distribute_from("explicit wildcard region overlap", &["*", "a/b/c"], Err("a/b/c")),
+        distribute_from("implicit wildcard region overlap", &["a", "a/b/c"], Err("a/b/c")),
+        distribute_from("explicit wildcard zone overlap", &["a/*", "a/b/c"], Err("a/b/c")),
+        distribute_from("implicit wildcard zone overlap", &["a/b", "a/b/c"], Err("a/b/c")),
+        distribute_from("explicit wildcard subzone overlap", &["a/b/*", "a/b/c"], Err("a/b/c")),
+        distribute_from(
+            "valid localities",
+            &["a1/*", "a2/*", "a3/b3/c3", "a4/b4", "a5/b5/*"],
+            Ok,
+        ),
+        address("valid ipv4 address", "1.1.1.1", Ok),
+        address("invalid ipv4 address", "1.1.A.1", Err("1.1.A.1")),
+        address("valid ipv6 address", "2001:1::1", Ok),
+        address("invalid ipv6 address", "2001:1:G::1", Err("2001:1:G::1")),
+        address("valid ipv4 subnet", "1.1.1.1/24", Ok),
+        address("invalid ipv4 subnet", "1.1.1.1/48", Err("1.1.1.1/48")),
+        address("valid ipv6 subnet", "2001:1::1/64", Ok),
+        address("invalid ipv6 subnet", "2001:1::1/132", Err("2001:1::1/132")),
+        port(0, Err("port")),
+        port(65536, Err("port")),
+        port(-1, Err("number")),
+        port(100, Valid),
+        port(65535, Valid),
+        fqdn("standard", "istio.io", Ok),
+        fqdn("unambiguous", "istio.io.", Ok),
+        fqdn("kubernetes", "istio-pilot.istio-system.svc.cluster.local", Ok),
+        fqdn("unambiguous kubernetes", "istio-pilot.istio-system.svc.cluster.local.", Ok),
+        fqdn("long", &long, Err("address")),
+    ]
+}
+
+#[test]
+fn shared_checks() {
+    check(&agent_cases());
 }

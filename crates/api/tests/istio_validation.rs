@@ -3182,3 +3182,126 @@ fn agent_cases() -> Vec<Case> {
 fn shared_checks() {
     check(&agent_cases());
 }
+
+// ---------------------------------------------------------------------------------------
+// AuthorizationPolicy values and RequestAuthentication jwksUri (pkg/config/security
+// security_test.go: TestValidateCondition, TestCheckValidPathTemplate, TestParseJwksURI).
+
+fn security_value_cases() -> Vec<Case> {
+    let cond = |key: &str, values: &str, expect: Expect| {
+        c(
+            &format!("condition {key} {values}"),
+            "AuthorizationPolicy",
+            &format!("rules:\n- when:\n  - key: \"{key}\"\n    values: {values}"),
+            expect,
+        )
+    };
+    let path = |name: &str, paths: &str, expect: Expect| {
+        c(
+            &format!("path template: {name}"),
+            "AuthorizationPolicy",
+            &format!("rules:\n- to:\n  - operation: {{paths: {paths}}}"),
+            expect,
+        )
+    };
+    let jwks = |uri: &str, expect: Expect| {
+        c(
+            &format!("jwksUri {uri}"),
+            "RequestAuthentication",
+            &format!("jwtRules:\n- issuer: foo.com\n  jwksUri: \"{uri}\""),
+            expect,
+        )
+    };
+    vec![
+        cond(
+            "request.headers[:authority]",
+            "[productpage, \"\"]",
+            Err("values"),
+        ),
+        cond("request.headers[:authority]", "[productpage]", Ok),
+        cond(
+            "request.headers[]",
+            "[productpage]",
+            Err("request.headers[]"),
+        ),
+        cond("source.ip", "[1.2.3.4, 5.6.7.0/24]", Ok),
+        cond("source.ip", "[a.b.c.d]", Err("a.b.c.d")),
+        cond("remote.ip", "[1.2.3.4, 5.6.7.0/24]", Ok),
+        cond("remote.ip", "[a.b.c.d]", Err("a.b.c.d")),
+        cond("source.namespace", "[value]", Ok),
+        cond("source.user", "[value]", Err("source.user")),
+        cond("source.principal", "[value]", Ok),
+        cond("request.auth.principal", "[value]", Ok),
+        cond("request.auth.audiences", "[value]", Ok),
+        cond("request.auth.presenter", "[value]", Ok),
+        cond("request.auth.claims[id]", "[\"123\"]", Ok),
+        cond(
+            "request.auth.claims[]",
+            "[value]",
+            Err("request.auth.claims[]"),
+        ),
+        cond("destination.ip", "[1.2.3.4, 5.6.7.0/24]", Ok),
+        cond("destination.ip", "[a.b.c.d]", Err("a.b.c.d")),
+        cond("destination.port", "[\"80\", \"90\"]", Ok),
+        cond("destination.port", "[\"80\", x]", Err("x")),
+        cond(
+            "destination.labels[app]",
+            "[value]",
+            Err("destination.labels"),
+        ),
+        cond("destination.name", "[value]", Err("destination.name")),
+        cond(
+            "destination.namespace",
+            "[value]",
+            Err("destination.namespace"),
+        ),
+        cond("destination.user", "[value]", Err("destination.user")),
+        cond("connection.sni", "[value]", Ok),
+        cond("experimental.envoy.filters.a.b[c]", "[value]", Ok),
+        cond(
+            "experimental.envoy.filters.a.b.x",
+            "[value]",
+            Err("experimental"),
+        ),
+        path("matchOneTemplate", "[\"/{*}/foo\"]", Ok),
+        path("matchAnyTemplate", "[\"/foo/{**}/bar\"]", Ok),
+        path("empty curly braces", "[\"/{*}/foo/{}/bar\"]", Err("{}")),
+        path(
+            "matchOneTemplate with *",
+            "[\"/foo/{*}/bar/*\"]",
+            Err("/foo/{*}/bar/*"),
+        ),
+        path(
+            "matchOneTemplate with **",
+            "[\"/foo/{*}/bar/**/buzz\"]",
+            Err("/foo/{*}/bar/**/buzz"),
+        ),
+        path(
+            "named variable {buzz}",
+            "[\"/foo/{buzz}/bar/{**}.txt\"]",
+            Err("{buzz}"),
+        ),
+        path(
+            "named variable {buzz=*}",
+            "[\"/foo/{buzz=*}/bar/{**}.txt\"]",
+            Err("{buzz=*}"),
+        ),
+        path(
+            "named variable {buzz=**}",
+            "[\"/{*}/foo/{buzz=**}/bar\"]",
+            Err("{buzz=**}"),
+        ),
+        jwks("foo.bar.com", Err("jwksUri")),
+        jwks("tcp://foo.bar.com:abc", Err("jwksUri")),
+        jwks("http://foo.bar.com:abc", Err("jwksUri")),
+        jwks("http://foo.bar.com", Ok),
+        jwks("https://foo.bar.com", Ok),
+        jwks("http://foo.bar.com:1234", Ok),
+        jwks("https://foo.bar.com:1234/secure/key", Ok),
+    ]
+}
+
+#[test]
+fn security_values() {
+    check(&security_value_cases());
+}

@@ -201,6 +201,13 @@ impl Validator {
 
 /// RE2 syntax check: Rust's `regex` grammar is RE2's (no backreferences or look-around).
 pub fn check_re2(pattern: &str) -> Result<(), String> {
+    // Istio caps regexes at 1024 characters (a stand-in for Envoy's RE2 program size limit).
+    if pattern.len() > 1024 {
+        return Err(format!(
+            "regex is too large: {} characters, at most 1024 allowed",
+            pattern.len()
+        ));
+    }
     regex_syntax::ParserBuilder::new()
         .build()
         .parse(pattern)
@@ -362,6 +369,11 @@ mod tests {
         assert!(check_re2("(a").is_err());
         assert!(check_re2("(?=x)").is_err(), "look-ahead is not RE2");
         assert!(check_re2("(a)\\1").is_err(), "backreferences are not RE2");
+        assert!(check_re2(&"a".repeat(1024)).is_ok());
+        assert!(
+            check_re2(&"a".repeat(1025)).is_err(),
+            "Istio's 1024-character cap"
+        );
     }
 
     #[test]

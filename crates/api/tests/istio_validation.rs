@@ -3305,3 +3305,142 @@ fn security_value_cases() -> Vec<Case> {
 fn security_values() {
     check(&security_value_cases());
 }
+
+// ---------------------------------------------------------------------------------------
+// Rules of validation.go without a table case of their own (fault, CORS maxAge precision,
+// redirect scheme/port, regex length, retryOn status codes, subsets, probes, JWT rules).
+
+fn rule_cases() -> Vec<Case> {
+    let long_regex = format!(
+        "rewrite: {{uriRegexRewrite: {{match: \"{}\", rewrite: /x}}}}",
+        "a".repeat(1025)
+    );
+    let ra = |name: &str, rule: &str, expect: Expect| {
+        c(
+            name,
+            "RequestAuthentication",
+            &format!(
+                "jwtRules:\n- issuer: foo.com\n  jwksUri: https://foo.com/keys\n{}",
+                nest(rule, 2)
+            ),
+            expect,
+        )
+    };
+    let wg = |name: &str, probe: &str, expect: Expect| {
+        c(
+            name,
+            "WorkloadGroup",
+            &format!("template: {{}}\nprobe: {probe}"),
+            expect,
+        )
+    };
+    vec![
+        routed("fault without abort or delay", "fault: {}", Err("fault")),
+        routed(
+            "abort without error type",
+            "fault: {abort: {percentage: {value: 5}}}",
+            Warn("abort"),
+        ),
+        routed(
+            "abort http2Error",
+            "fault: {abort: {http2Error: CANCEL}}",
+            Err("http2Error"),
+        ),
+        routed(
+            "exponential delay",
+            "fault: {delay: {exponentialDelay: 1s}}",
+            Err("exponentialDelay"),
+        ),
+        routed(
+            "cors maxAge with sub-second part",
+            "corsPolicy: {allowOrigins: [{exact: a.com}], maxAge: 1.5s}",
+            Err("maxAge"),
+        ),
+        routed(
+            "cors allowHeaders *",
+            "corsPolicy: {allowOrigins: [{exact: a.com}], allowHeaders: [\"*\"]}",
+            Ok,
+        ),
+        http("redirect scheme only", "redirect: {scheme: https}", Ok),
+        http("redirect port only", "redirect: {port: 8443}", Ok),
+        http(
+            "redirect bad scheme",
+            "redirect: {uri: /x, scheme: ftp}",
+            Err("scheme"),
+        ),
+        http(
+            "redirect port out of range",
+            "redirect: {uri: /x, port: 70000}",
+            Err("port"),
+        ),
+        routed("regex longer than 1024", &long_regex, Err("1024")),
+        routed(
+            "retryOn HTTP status 418",
+            "retries: {attempts: 2, retryOn: \"418\"}",
+            Ok,
+        ),
+        routed(
+            "retryOn unknown status 999",
+            "retries: {attempts: 2, retryOn: \"999\"}",
+            Err("999"),
+        ),
+        routed("timeout below 1ms", "timeout: 0.0005s", Err("timeout")),
+        http(
+            "destination subset not a DNS label",
+            "route: [{destination: {host: foo.bar, subset: v_1}}]",
+            Err("subset"),
+        ),
+        http(
+            "destination port 0",
+            "route: [{destination: {host: foo.bar, port: {number: 0}}}]",
+            Err("port"),
+        ),
+        http(
+            "destination host is an IP",
+            "route: [{destination: {host: 10.0.0.1}}]",
+            Err("host"),
+        ),
+        ra(
+            "JWT empty audience",
+            "audiences: [a, \"\"]",
+            Err("audiences"),
+        ),
+        ra("JWT timeout below 1ms", "timeout: 0.0001s", Err("timeout")),
+        ra(
+            "JWT outputClaimToHeaders invalid header name",
+            "outputClaimToHeaders: [{header: \"bad header\", claim: sub}]",
+            Err("bad header"),
+        ),
+        wg(
+            "probe negative periodSeconds",
+            "{periodSeconds: -1, tcpSocket: {port: 5}}",
+            Err("periodSeconds"),
+        ),
+        wg(
+            "probe negative failureThreshold",
+            "{failureThreshold: -1, tcpSocket: {port: 5}}",
+            Err("failureThreshold"),
+        ),
+        wg(
+            "probe http scheme ftp",
+            "{httpGet: {port: 5, scheme: ftp}}",
+            Err("scheme"),
+        ),
+        wg(
+            "probe http header with bad name",
+            "{httpGet: {port: 5, httpHeaders: [{name: \"bad header\", value: x}]}}",
+            Err("bad header"),
+        ),
+        c(
+            "WorkloadGroup without template",
+            "WorkloadGroup",
+            "metadata: {labels: {app: a}}",
+            Err("template"),
+        ),
+    ]
+}
+
+#[test]
+fn validation_go_rules() {
+    check(&rule_cases());
+}

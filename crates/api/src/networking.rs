@@ -2559,19 +2559,32 @@ fn validate_http_route(v: &mut Validator, r: &HTTPRoute, in_delegate: bool) {
     }
     if let Some(rw) = &r.rewrite {
         v.nested("rewrite", rw);
-        let authority_header = r
-            .headers
-            .as_ref()
-            .and_then(|h| h.request.as_ref())
-            .is_some_and(|ops| {
-                ops.set
-                    .keys()
-                    .chain(ops.add.keys())
-                    .any(|k| is_authority_header(k))
-            });
-        if is_set(&rw.authority) && authority_header {
-            v.error_at("rewrite.authority", "the authority is set twice: rewrite.authority and a host/:authority header operation; keep one");
-        }
+    }
+    // Istio's validateAuthorityRewrite: the authority may be rewritten in one place only.
+    let authority_headers: Vec<&str> = r
+        .headers
+        .as_ref()
+        .and_then(|h| h.request.as_ref())
+        .map(|ops| {
+            ops.set
+                .keys()
+                .chain(ops.add.keys())
+                .filter(|k| is_authority_header(k))
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default();
+    let rewrite_authority = r.rewrite.as_ref().is_some_and(|rw| is_set(&rw.authority));
+    if rewrite_authority && !authority_headers.is_empty() {
+        v.error_at("rewrite.authority", "the authority is set twice: rewrite.authority and a host/:authority header operation; keep one");
+    } else if authority_headers.len() > 1 {
+        v.error_at(
+            "headers.request",
+            format!(
+                "the authority is set more than once (headers {}): keep one host/:authority operation",
+                authority_headers.join(", ")
+            ),
+        );
     }
     duration_ms(v, "timeout", &r.timeout);
     let mut total: i64 = 0;

@@ -3444,3 +3444,110 @@ fn rule_cases() -> Vec<Case> {
 fn validation_go_rules() {
     check(&rule_cases());
 }
+
+// ---------------------------------------------------------------------------------------
+// pkg/config/validation/virtualservice.go: route conflicts, delegation, authority rewrites,
+// match requests and header operation names.
+
+fn http_rule_cases() -> Vec<Case> {
+    let dest = "route: [{destination: {host: foo.baz}}]";
+    let gw_vs = |name: &str, rule: &str, expect: Expect| {
+        let mut spec = String::from("hosts: [foo.bar]\ngateways: [ns1/gw]\nhttp:\n");
+        for (i, l) in dedent(rule).iter().enumerate() {
+            spec.push_str(if i == 0 { "- " } else { "  " });
+            spec.push_str(l);
+            spec.push('\n');
+        }
+        c(name, "VirtualService", &spec, expect)
+    };
+    let delegate_vs = |name: &str, rule: &str, expect: Expect| {
+        c(name, "VirtualService", &format!("http:\n- {rule}"), expect)
+    };
+    let matched =
+        |name: &str, m: &str, expect: Expect| routed(name, &format!("match:\n- {m}"), expect);
+    let hdr =
+        |name: &str, ops: &str, expect: Expect| routed(name, &format!("headers: {ops}"), expect);
+    vec![
+        http("root route with delegate", "delegate: {name: d, namespace: ns}", Ok),
+        http(
+            "root route with delegate and route",
+            &format!("delegate: {{name: d, namespace: ns}}\n{dest}"),
+            Err("delegate"),
+        ),
+        http(
+            "root route with delegate and redirect",
+            "delegate: {name: d, namespace: ns}\nredirect: {uri: /x}",
+            Err("delegate"),
+        ),
+        delegate_vs("delegate route with delegate", "delegate: {name: d, namespace: ns}", Err("delegate")),
+        delegate_vs("delegate route", dest, Ok),
+        http("redirect and fault", "redirect: {uri: /x}\nfault: {abort: {httpStatus: 500}}", Err("fault")),
+        http("redirect and rewrite", "redirect: {uri: /x}\nrewrite: {uri: /y}", Err("rewrite")),
+        http(
+            "redirect and directResponse",
+            "redirect: {uri: /x}\ndirectResponse: {status: 200}",
+            Err("directResponse"),
+        ),
+        http(
+            "directResponse and route",
+            &format!("directResponse: {{status: 200}}\n{dest}"),
+            Err("directResponse"),
+        ),
+        http(
+            "directResponse and fault",
+            "directResponse: {status: 200}\nfault: {abort: {httpStatus: 500}}",
+            Err("fault"),
+        ),
+        http(
+            "directResponse and rewrite",
+            "directResponse: {status: 200}\nrewrite: {uri: /y}",
+            Err("rewrite"),
+        ),
+        hdr(
+            "authority set twice (set :authority and add host)",
+            "{request: {set: {\":authority\": a.com}, add: {host: b.com}}}",
+            Err("authority"),
+        ),
+        routed(
+            "host header set with rewrite authority",
+            "rewrite: {authority: a.com}\nheaders: {request: {set: {Host: b.com}}}",
+            Err("authority"),
+        ),
+        hdr("request set Host", "{request: {set: {Host: b.com}}}", Ok),
+        hdr("request set :path", "{request: {set: {\":path\": /x}}}", Err(":path")),
+        hdr("request remove host", "{request: {remove: [host]}}", Err("host")),
+        hdr("response set host", "{response: {set: {host: x}}}", Err("host")),
+        hdr("response set :status", "{response: {set: {\":status\": \"200\"}}}", Err(":status")),
+        hdr("response remove :authority", "{response: {remove: [\":authority\"]}}", Err(":authority")),
+        matched("uri empty prefix", "uri: {prefix: \"\"}", Ok),
+        matched("uri empty regex", "uri: {regex: \"\"}", Err("regex")),
+        matched("uri bad regex", "uri: {regex: \"(a\"}", Err("regex")),
+        matched("method empty prefix", "method: {prefix: \"\"}", Err("method")),
+        matched("scheme empty prefix", "scheme: {prefix: \"\"}", Err("scheme")),
+        matched("authority empty prefix", "authority: {prefix: \"\"}", Err("authority")),
+        matched("queryParams empty prefix", "queryParams: {a: {prefix: \"\"}}", Err("queryParams")),
+        matched("header bad regex", "headers: {x-a: {regex: \"[\"}}", Err("regex")),
+        matched("header name not a token", "headers: {\"x a\": {exact: b}}", Err("x a")),
+        matched("withoutHeaders regex *", "withoutHeaders: {x-a: {regex: \"*\"}}", Ok),
+        matched("match port 0 (unset)", "port: 0", Ok),
+        matched("match port 70000", "port: 70000", Err("port")),
+        matched("match sourceLabels invalid", "sourceLabels: {\"bad key!\": v}", Err("label")),
+        matched("match gateways invalid", "gateways: [\"b@d\"]", Err("gateway")),
+        matched("match sourceNamespace invalid", "sourceNamespace: Bad_NS", Err("sourceNamespace")),
+        gw_vs(
+            "JWT claim header match at a gateway",
+            &format!("match: [{{headers: {{\"@request.auth.claims.group\": {{exact: admin}}}}}}]\n{dest}"),
+            Ok,
+        ),
+        gw_vs(
+            "JWT claim withoutHeaders at a gateway",
+            &format!("match: [{{withoutHeaders: {{\"@request.auth.claims.group\": {{exact: admin}}}}}}]\n{dest}"),
+            Ok,
+        ),
+    ]
+}
+
+#[test]
+fn http_rules() {
+    check(&http_rule_cases());
+}

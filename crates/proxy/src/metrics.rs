@@ -104,6 +104,29 @@ pub struct Metrics {
     config_reloads: Family<ResultLabel, Counter>,
     downstream_active: Gauge,
     snapshot: ArcSwap<Snapshot>,
+    /// The four HTTP series of each label set seen, so a request costs one (fast) hash of
+    /// its labels instead of four SipHash lookups in the families.
+    http_series: RwLock<HashMap<HttpLabels, HttpSeries, foldhash::fast::RandomState>>,
+}
+
+/// Label sets whose series handles are cached at most (the cache restarts when full).
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// Handles on the series of one HTTP label set (they share their values with the families).
+struct HttpSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl HttpSeries {
+    fn record(&self, o: &HttpOutcome<'_>) {
+        self.requests.inc();
+        self.duration.observe(o.duration.as_secs_f64() * 1000.0);
+        self.request_bytes.observe(o.request_bytes as f64);
+        self.response_bytes.observe(o.response_bytes as f64);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +160,7 @@ impl Metrics {
             config_reloads: Family::default(),
             downstream_active: Gauge::default(),
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            http_series: RwLock::default(),
         };
         // Counters are registered without `_total`: the exposition adds it.
         let mut r = Registry::default();
@@ -231,16 +255,27 @@ impl Metrics {
             grpc_status: if r.grpc { r.grpc_status } else { None },
             flags: o.flags,
         };
-        self.requests.get_or_create(&labels).inc();
-        self.duration
-            .get_or_create(&labels)
-            .observe(o.duration.as_secs_f64() * 1000.0);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(o.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&labels)
-            .observe(o.response_bytes as f64);
+        if let Some(series) = self
+            .http_series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&labels)
+        {
+            series.record(o);
+            return;
+        }
+        let series = HttpSeries {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+            response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+        };
+        series.record(o);
+        let mut cache = self.http_series.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_SERIES {
+            cache.clear();
+        }
+        cache.insert(labels, series);
     }
 
     /// The metrics of one proxied TCP connection: fill in the route and upstream as they are

@@ -70,14 +70,18 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// A recording for a request whose body is empty: complete from the start.
+    /// A recording for a request whose body is empty: complete from the start. One shared
+    /// instance (nothing is ever written to it), so body-less requests allocate none.
     pub fn empty() -> Arc<Self> {
-        Arc::new(Recording {
-            data: Mutex::new(BytesMut::new()),
-            state: watch::Sender::new(RecordState::Complete),
-            bytes_in: AtomicU64::new(0),
-            downstream_error: OnceLock::new(),
-        })
+        static EMPTY: std::sync::LazyLock<Arc<Recording>> = std::sync::LazyLock::new(|| {
+            Arc::new(Recording {
+                data: Mutex::new(BytesMut::new()),
+                state: watch::Sender::new(RecordState::Complete),
+                bytes_in: AtomicU64::new(0),
+                downstream_error: OnceLock::new(),
+            })
+        });
+        EMPTY.clone()
     }
 
     fn pending() -> Arc<Self> {

@@ -58,7 +58,7 @@ pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-o
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+static HOP_BY_HOP: [HeaderName; 6] = [
     http::header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -71,6 +71,15 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// only as `te: trailers` (gRPC needs it). With `keep_upgrade` the `Upgrade` and
 /// `Connection: upgrade` pair stays (WebSocket handshakes).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Usually there is nothing to strip: one pass over the names (cheap comparisons) instead
+    // of a hashed removal per hop-by-hop name.
+    if !keep_upgrade
+        && !headers
+            .keys()
+            .any(|k| k == http::header::TE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     if let Some(conn) = headers.get(http::header::CONNECTION) {
         if let Ok(list) = conn.to_str() {
             let named: Vec<HeaderName> = list
@@ -87,7 +96,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    for h in &HOP_BY_HOP {
+    for h in HOP_BY_HOP.iter() {
         if keep_upgrade && (h == http::header::CONNECTION || h == http::header::UPGRADE) {
             continue;
         }
@@ -247,6 +256,29 @@ mod tests {
         assert!(!h.contains_key("connection"));
         assert_eq!(h.get("te").unwrap(), "trailers");
         assert!(h.contains_key("x-keep"));
+
+        // Each hop-by-hop header alone is still found (no `connection` to point at it).
+        for name in [
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authenticate",
+            "te",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h, false);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 1);
+        }
+        // Nothing to strip: untouched.
+        let mut h = HeaderMap::new();
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert("host", HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -38,7 +38,10 @@ use crate::state::{ConnectionInfo, ProxyState};
 /// Largest request head accepted (request line and headers), as Envoy's 60 KiB default
 /// `max_request_headers_kb`, rounded to hyper's buffer granularity. Larger heads get 431.
 pub const MAX_REQUEST_HEADERS_BYTES: usize = 64 * 1024;
-/// Most headers accepted in one request (Envoy: 100).
+/// Most headers accepted in one request (Envoy: 100). This is hyper's built-in limit
+/// (`DEFAULT_MAX_HEADERS`), so it is not set explicitly: setting it makes hyper build two
+/// 100-slot vectors per request instead of using stack arrays (more than 1,000 instructions
+/// a request). `tests/http_protocols.rs` checks that request 101 headers get 431.
 pub const MAX_REQUEST_HEADERS: usize = 100;
 /// Time allowed to receive a request head (slowloris bound, also the HTTP/1.1 keep-alive
 /// idle limit between requests).
@@ -56,7 +59,6 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEADERS_BYTES)
-        .max_headers(MAX_REQUEST_HEADERS)
         .keep_alive(true)
         .half_close(false);
     builder

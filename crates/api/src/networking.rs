@@ -1274,7 +1274,7 @@ impl Port {
             v.port("number", self.number);
         }
         if self.target_port.is_some_and(|p| p > 0) {
-            warn_at(v, "targetPort", "targetPort has no effect on Gateways");
+            v.error_at("targetPort", "targetPort has no impact on Gateways: remove it (the server listens on port.number)");
         }
         if self.name.is_empty() {
             v.error_at(
@@ -3874,18 +3874,28 @@ impl Validate for ConsistentHashLB {
                 if c.name.is_empty() {
                     v.error_at("name", "cookie name is required");
                 }
-                if c.ttl.is_none() {
-                    v.error_at(
-                        "ttl",
-                        "cookie ttl is required: expected a duration, 0s for a session cookie",
-                    );
-                }
                 v.each("attributes", &c.attributes, |v, a| {
                     if a.name.is_empty() {
                         v.error_at("name", "cookie attribute name is required");
                     }
                 });
             });
+        }
+        if let Some(m) = &self.maglev {
+            match m.table_size.unwrap_or(0) {
+                // Istio rejects this; Trellis (like Envoy) defaults to 65537 and the model
+                // relies on that, so it only warns that Istio's webhook would refuse it.
+                0 => warn_at(
+                    v,
+                    "maglev.tableSize",
+                    "tableSize is not set for maglev: Trellis uses Envoy's default 65537, but Istio rejects a maglev without tableSize; set it (a prime such as 65537) to stay portable",
+                ),
+                size if size >= 5_000_011 => v.error_at(
+                    "maglev.tableSize",
+                    format!("maglev tableSize {size} is too large: expected a prime below 5000011"),
+                ),
+                _ => {}
+            }
         }
         if let Some(size) = self
             .maglev
@@ -5027,6 +5037,12 @@ impl Validate for Sidecar {
                         v.error_at("egressProxy.port", "egressProxy port is required");
                     }
                     v.nested("egressProxy", proxy);
+                    if let Err(e) = check_fqdn(&proxy.host) {
+                        v.error_at(
+                            "egressProxy.host",
+                            format!("egressProxy host must be a fully qualified domain name: {e}"),
+                        );
+                    }
                 }
             });
         }
@@ -5048,7 +5064,10 @@ fn validate_sidecar_port_common(v: &mut Validator, p: &SidecarPort) {
         }
     }
     if p.target_port.is_some_and(|t| t > 0) {
-        warn_at(v, "targetPort", "targetPort has no effect on Sidecars");
+        v.error_at(
+            "targetPort",
+            "targetPort has no impact on Sidecars: remove it (the listener uses port.number)",
+        );
     }
 }
 
@@ -6491,11 +6510,10 @@ mod tests {
             &format!("{lb}.consistentHash.httpCookie.name"),
             "cookie name is required",
         );
-        assert_error(
-            &dr,
-            &format!("{lb}.consistentHash.httpCookie.ttl"),
-            "ttl is required",
-        );
+        // (ttl is optional, as in Istio: without it no cookie is generated)
+        assert!(!issues(&dr)
+            .iter()
+            .any(|i| i.path.ends_with("httpCookie.ttl")));
         assert_error(
             &dr,
             &format!("{lb}.consistentHash.maglev.tableSize"),

@@ -3707,3 +3707,121 @@ fn traffic_rule_cases() -> Vec<Case> {
 fn traffic_and_sidecar_rules() {
     check(&traffic_rule_cases());
 }
+
+fn misc_cases() -> Vec<Case> {
+    vec![
+        c(
+            "VirtualService exportTo ~ alone",
+            "VirtualService",
+            "hosts: [foo.bar]\nhttp:\n- route: [{destination: {host: foo.bar}}]\nexportTo: [\"~\"]",
+            Err("~"),
+        ),
+        c(
+            "DestinationRule exportTo ~",
+            "DestinationRule",
+            "host: reviews\nexportTo: [\"~\"]",
+            Err("~"),
+        ),
+        c(
+            "DestinationRule with selector exported to its own namespace by name",
+            "DestinationRule",
+            "host: reviews\nworkloadSelector: {matchLabels: {app: a}}\nexportTo: [bar]",
+            Ok,
+        ),
+        c(
+            "ServiceEntry endpoint with invalid label",
+            "ServiceEntry",
+            "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1, labels: {\"bad key!\": v}}]",
+            Err("label"),
+        ),
+        c(
+            "ServiceEntry endpoint port name invalid",
+            "ServiceEntry",
+            "hosts: [a.example.com]\nports: [{number: 80, name: Http_1, protocol: HTTP}]\nresolution: STATIC\nendpoints: [{address: 1.1.1.1, ports: {Http_1: 8080}}]",
+            Err("Http_1"),
+        ),
+        c(
+            "ServiceEntry STATIC endpoint with a host name",
+            "ServiceEntry",
+            "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: STATIC\nendpoints: [{address: b.example.com}]",
+            Err("b.example.com"),
+        ),
+        c(
+            "ServiceEntry DNS endpoint with a port number 0",
+            "ServiceEntry",
+            "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP}]\nresolution: DNS\nendpoints: [{address: b.example.com, ports: {http: 0}}]",
+            Err("port"),
+        ),
+        c(
+            "WorkloadEntry with invalid label",
+            "WorkloadEntry",
+            "address: 1.1.1.1\nlabels: {app: \"-bad\"}",
+            Err("label"),
+        ),
+        c(
+            "WorkloadEntry port name invalid",
+            "WorkloadEntry",
+            "address: 1.1.1.1\nports: {Bad_Name: 80}",
+            Err("Bad_Name"),
+        ),
+        c(
+            "WorkloadEntry port 0",
+            "WorkloadEntry",
+            "address: 1.1.1.1\nports: {http: 0}",
+            Err("port"),
+        ),
+        c(
+            "WorkloadEntry unix address relative",
+            "WorkloadEntry",
+            "address: unix://relative/path",
+            Err("unix"),
+        ),
+        c(
+            "PeerAuthentication port above 65535",
+            "PeerAuthentication",
+            "selector: {matchLabels: {app: a}}\nportLevelMtls: {70000: {mode: STRICT}}",
+            Err("port"),
+        ),
+        c(
+            "PeerAuthentication mode STRICT",
+            "PeerAuthentication",
+            "mtls: {mode: STRICT}",
+            Ok,
+        ),
+        c(
+            "AuthorizationPolicy AUDIT with rules",
+            "AuthorizationPolicy",
+            "action: AUDIT\nrules: [{to: [{operation: {paths: [/x]}}]}]",
+            Ok,
+        ),
+        c(
+            "AuthorizationPolicy CUSTOM without rules",
+            "AuthorizationPolicy",
+            "action: CUSTOM\nprovider: {name: ext}",
+            Err("rules"),
+        ),
+        c(
+            "AuthorizationPolicy CUSTOM with request.auth claims condition",
+            "AuthorizationPolicy",
+            "action: CUSTOM\nprovider: {name: ext}\nrules:\n- when: [{key: \"request.auth.claims[iss]\", values: [a]}]",
+            Err("CUSTOM"),
+        ),
+        c(
+            "AuthorizationPolicy DENY with port is not L7-only",
+            "AuthorizationPolicy",
+            "action: DENY\nrules:\n- to: [{operation: {ports: [\"8080\"], paths: [/admin]}}]",
+            Ok,
+        ),
+        c(
+            "RequestAuthentication targetRefs to a Service",
+            "RequestAuthentication",
+            "targetRefs: [{group: \"\", kind: Service, name: foo}]\njwtRules: [{issuer: a.com, jwksUri: https://a.com/k}]",
+            Ok,
+        ),
+    ]
+}
+
+#[test]
+fn misc() {
+    check(&misc_cases());
+}

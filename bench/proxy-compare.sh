@@ -206,8 +206,8 @@ for t in targets:
     w = open(f"{work}/{t}.wrk").read()
     d = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1)),
          "reqs": int(re.search(r"(\d+) requests in", w).group(1)),
-         "p50": usec(re.search(r"50%\s+(\S+)", w).group(1)),
-         "p99": usec(re.search(r"99%\s+(\S+)", w).group(1))}
+         "p50": usec(re.search(r"^\s+50%\s+(\S+)", w, re.M).group(1)),
+         "p99": usec(re.search(r"^\s+99%\s+(\S+)", w, re.M).group(1))}
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", w)
     d["errors"] = errs.group(0) if errs else ""
     ticks, s0, s1 = open(f"{work}/{t}.cpu").read().split()

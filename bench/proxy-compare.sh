@@ -171,6 +171,11 @@ cpu_ticks() {
   done
   echo "$sum"
 }
+rss_kib() { # current RSS summed over the process tree
+  local sum=0 p
+  for p in $(tree "$1"); do sum=$((sum + $(awk '/^VmRSS/{print $2}' "/proc/$p/status"))); done
+  echo "$sum"
+}
 hwm_kib() { # peak RSS summed over the process tree
   local sum=0 p
   for p in $(tree "$1"); do sum=$((sum + $(awk '/^VmHWM/{print $2}' "/proc/$p/status"))); done
@@ -185,8 +190,11 @@ for t in $TARGETS; do
   load taskset -c "$LOAD_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$work/$t.wrk"
   c1=$(cpu_ticks "${PID[$t]}"); s1=$(date +%s.%N)
   echo "$((c1 - c0)) $s0 $s1" >"$work/$t.cpu"
+  # RSS in steady state is sampled halfway through the fixed-rate run.
+  ( sleep "$(( (RATE_DURATION + 2) / 2 ))"; rss_kib "${PID[$t]}" >"$work/$t.rss" ) & sampler=$!
   load taskset -c "$LOAD_CPUS" h2load --h1 -c"$RATE_CONNS" --rps="$RPS_PER_CONN" -D "$RATE_DURATION" \
     --warm-up-time=1 --log-file="$work/$t.h2log" "$url" >"$work/$t.h2load"
+  wait "$sampler" || true
   hwm_kib "${PID[$t]}" >"$work/$t.hwm"
 done
 
@@ -223,20 +231,21 @@ for t in targets:
     d["fr_n"], d["fr_bad"] = len(lat), bad
     d["fr50"], d["fr99"], d["fr999"] = pct(lat, .5), pct(lat, .99), pct(lat, .999)
     d["rss"] = int(open(f"{work}/{t}.hwm").read()) / 1024
+    d["steady"] = int(open(f"{work}/{t}.rss").read()) / 1024
     r[t] = d
 
 def ratio(t, k):
     return f"{r[t][k] / r['nginx'][k]:.2f}x" if "nginx" in r and r["nginx"][k] else "-"
 print(f"max rate: wrk -t1 -c{conns} -d{dur}s (HTTP/1.1 keep-alive); "
       f"fixed rate: h2load --h1 -c{rconns} --rps={rps} ({int(rconns) * int(rps)} req/s total)\n")
-print("| target | req/s | vs nginx | p50 | p99 | fixed-rate p50 | p99 | p99.9 | added p50 / p99 vs direct | proxy CPU µs/req | vs nginx | proxy core busy | peak RSS MiB | vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | req/s | vs nginx | p50 | p99 | fixed-rate p50 | p99 | p99.9 | added p50 / p99 vs direct | proxy CPU µs/req | vs nginx | proxy core busy | peak RSS MiB | RSS at fixed rate MiB | vs nginx |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for t, d in r.items():
     added = (f"{d['fr50'] - r['direct']['fr50']:+.0f} / {d['fr99'] - r['direct']['fr99']:+.0f} µs"
              if "direct" in r and t != "direct" else "-")
     print(f"| {t} | {d['rps']:.0f} | {ratio(t, 'rps')} | {d['p50']:.0f} µs | {d['p99']:.0f} µs "
           f"| {d['fr50']:.0f} µs | {d['fr99']:.0f} µs | {d['fr999']:.0f} µs | {added} "
-          f"| {d['us_req']:.2f} | {ratio(t, 'us_req')} | {d['util']:.0f}% | {d['rss']:.1f} | {ratio(t, 'rss')} |")
+          f"| {d['us_req']:.2f} | {ratio(t, 'us_req')} | {d['util']:.0f}% | {d['rss']:.1f} | {d['steady']:.1f} | {ratio(t, 'steady')} |")
 notes = [f"{t}: {d['errors']}" for t, d in r.items() if d["errors"]]
 notes += [f"{t}: {d['fr_bad']} non-200 of {d['fr_n']} fixed-rate requests" for t, d in r.items() if d["fr_bad"]]
 if notes:

@@ -332,6 +332,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             secret_files,
             drain_timeout: args.drain_timeout,
             log_control: Some(log_control),
+            release_startup_pages: true,
             ..RuntimeOptions::default()
         };
         return run_controlled(&args, cp, ns, name, options, access);
@@ -381,6 +382,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         secret_files,
         drain_timeout: args.drain_timeout,
         log_control: Some(log_control),
+        release_startup_pages: true,
         ..RuntimeOptions::default()
     };
     let runtime = proxy_runtime(args.concurrency)?;

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod control_client;
 pub mod http;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;

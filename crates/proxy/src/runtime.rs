@@ -58,6 +58,9 @@ pub struct RuntimeOptions {
     pub mesh_tls: Option<Arc<dyn MeshTlsProvider>>,
     /// Remote JWKS cache (default: `JwksCache::default()`); kept for the process lifetime.
     pub jwks: Option<JwksCache>,
+    /// Give back the executable pages that loading and compiling touched, a few seconds
+    /// after each apply (`memory`); for the `trellis proxy` process, not for tests.
+    pub release_startup_pages: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -73,6 +76,7 @@ impl Default for RuntimeOptions {
             log_control: None,
             mesh_tls: None,
             jwks: None,
+            release_startup_pages: false,
         }
     }
 }
@@ -169,6 +173,7 @@ impl ProxyRuntime {
             started_at: now,
             admin_addr: Mutex::new(None),
             status_addr: Mutex::new(None),
+            applies: Arc::default(),
         });
         let bind = |what: &'static str, addr: Option<SocketAddr>| {
             addr.map(|addr| {
@@ -229,6 +234,8 @@ struct Inner {
     started_at: SystemTime,
     admin_addr: Mutex<Option<SocketAddr>>,
     status_addr: Mutex<Option<SocketAddr>>,
+    /// Applies so far, for `memory::release_after_settle`.
+    applies: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Default)]
@@ -362,6 +369,9 @@ impl RunningProxy {
                 drop(st);
                 self.inner.shared.state.metrics.config_applied();
                 tracing::info!(version = %version, "config applied");
+                if self.inner.options.release_startup_pages {
+                    crate::memory::release_after_settle(&self.inner.handle, &self.inner.applies);
+                }
                 Ok(())
             }
             Err(problems) => {

@@ -119,7 +119,15 @@ spec:
   ports: [{{number: 8080, name: http, protocol: HTTP}}]
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1, ports: {{http: {backend_port}}}}}]
----
+{}"#,
+        tracing(collector_port, provider, sampling)
+    )
+}
+
+/// The collector's ServiceEntry and a mesh-wide Telemetry sending spans there.
+fn tracing(collector_port: u16, provider: &str, sampling: f64) -> String {
+    format!(
+        r#"---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: collector, namespace: observability}}
@@ -370,24 +378,8 @@ apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: {{name: a, namespace: apps}}
 spec: {{address: 127.0.0.3, labels: {{app: a}}, serviceAccount: a}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: collector, namespace: observability}}
-spec:
-  hosts: [collector.observability.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports: [{{number: 9411, name: tcp, protocol: TCP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {collector}}}}}]
----
-apiVersion: telemetry.istio.io/v1
-kind: Telemetry
-metadata: {{name: mesh-default, namespace: istio-system}}
-spec:
-  tracing: [{{providers: [{{name: zipkin}}], randomSamplingPercentage: 100}}]
-"#,
-        collector = collector.port
+{}"#,
+        tracing(collector.port, "zipkin", 100.0)
     ));
     let b = start(
         compile_for(&res, &mesh(), "apps/b"),

@@ -582,6 +582,8 @@ fn istio_testdata_loads() {
             "a Gateway needs at least one server",
         ),
         ("gateway-secrets.yaml", "SIMPLE TLS requires a"),
+        // Istio: "invalid gateway name" (upper case; Kubernetes refuses the name as well).
+        ("gateway-secrets.yaml", "invalid gateway name"),
         // Istio: "only one of targetRefs or workloadSelector can be set".
         (
             "k8sgateway-selector.yaml",

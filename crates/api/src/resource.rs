@@ -346,6 +346,7 @@ impl Resource {
             }
         }
         v.labels("metadata.labels", &self.labels);
+        self.validate_metadata(&mut v);
         match &self.object {
             Object::Gateway(s) => v.nested("spec", s.as_ref()),
             Object::VirtualService(s) => v.nested("spec", s.as_ref()),
@@ -371,6 +372,55 @@ impl Resource {
                 message: i.message,
             })
             .collect()
+    }
+
+    /// Istio's checks of the name and annotations: a Gateway's name is a DNS label (it names
+    /// route tables), and `istio.io/dry-run` is only for ALLOW/DENY AuthorizationPolicies,
+    /// with a boolean value.
+    fn validate_metadata(&self, v: &mut Validator) {
+        if self.kind == Kind::Gateway && check_dns1123_label(&self.name).is_err() {
+            v.error_at(
+                "metadata.name",
+                format!(
+                    "invalid gateway name {:?}: expected a DNS-1123 label (lowercase letters, digits and '-', no dots)",
+                    self.name
+                ),
+            );
+        }
+        let Some(value) = self.annotations.get(DRY_RUN_ANNOTATION) else {
+            return;
+        };
+        if !self.kind.is_istio() {
+            return;
+        }
+        let at = "metadata.annotations";
+        match &self.object {
+            Object::AuthorizationPolicy(p) => match p.action.unwrap_or_default() {
+                crate::security::Action::Allow | crate::security::Action::Deny => {
+                    if parse_go_bool(value).is_none() {
+                        v.error_at(
+                            at,
+                            format!(
+                                "annotation {DRY_RUN_ANNOTATION} has an invalid value {value:?}: expected true or false"
+                            ),
+                        );
+                    }
+                }
+                other => v.error_at(
+                    at,
+                    format!(
+                        "annotation {DRY_RUN_ANNOTATION} only supports action ALLOW or DENY, found {other}"
+                    ),
+                ),
+            },
+            _ => v.error_at(
+                at,
+                format!(
+                    "unsupported annotation {DRY_RUN_ANNOTATION} on a {}: only AuthorizationPolicy supports it, please remove it",
+                    self.kind
+                ),
+            ),
+        }
     }
 
     /// Reads one document. `default_namespace` applies to namespaced objects without one.
@@ -496,6 +546,18 @@ impl Resource {
     }
 }
 
+/// The annotation that makes an AuthorizationPolicy evaluate without enforcing.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
+/// A boolean as Go's `strconv.ParseBool` reads it (what Istio accepts in annotations).
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -607,6 +669,55 @@ mod tests {
     fn parse(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
         let docs = parse_documents("t.yaml", text).unwrap();
         Resource::from_document(&docs[0], "default")
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        let Ok(Parsed::Resource(r)) = parse(text) else {
+            panic!("not a resource: {text}");
+        };
+        r.validate("istio-system")
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.message)
+            .collect()
+    }
+
+    #[test]
+    fn gateway_names_are_dns_labels_and_dry_run_is_for_allow_and_deny_policies() {
+        let gw = |name: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec: {{selector: {{istio: ingressgateway}}, servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]}}\n"
+            )
+        };
+        assert!(errors_of(&gw("public-gw")).is_empty());
+        let e = errors_of(&gw("public.gw"));
+        assert!(
+            e.iter().any(|m| m.contains("invalid gateway name")),
+            "{e:?}"
+        );
+
+        let ap = |action: &str, value: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, annotations: {{istio.io/dry-run: '{value}'}}}}\nspec: {{action: {action}, rules: [{{}}], {}}}\n",
+                if action == "CUSTOM" { "provider: {name: ext}" } else { "" }
+            )
+        };
+        assert!(errors_of(&ap("ALLOW", "true")).is_empty());
+        assert!(errors_of(&ap("DENY", "False")).is_empty());
+        let e = errors_of(&ap("ALLOW", "yes"));
+        assert!(e.iter().any(|m| m.contains("invalid value")), "{e:?}");
+        let e = errors_of(&ap("CUSTOM", "true"));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("only supports action ALLOW or DENY")),
+            "{e:?}"
+        );
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, annotations: {istio.io/dry-run: 'true'}}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n";
+        let e = errors_of(vs);
+        assert!(
+            e.iter().any(|m| m.contains("unsupported annotation")),
+            "{e:?}"
+        );
     }
 
     #[test]

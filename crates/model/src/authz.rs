@@ -92,7 +92,7 @@ pub const RBAC_DENIED_STATUS: u16 = 403;
 /// Body of a request denied by authorization (Envoy's, so clients and dashboards match it).
 pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
 /// Annotation that makes a policy evaluate without enforcing.
-pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+pub use trellis_api::resource::DRY_RUN_ANNOTATION;
 /// Label that marks a Kubernetes Gateway API gateway's workloads with the gateway's name.
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -1364,13 +1364,6 @@ fn applies(
 }
 
 /// Go's `strconv.ParseBool`, as Istio reads the dry-run annotation.
-fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
 
 fn compile_policy(
     r: &Resource,
@@ -1382,7 +1375,7 @@ fn compile_policy(
     let action = p.action();
     let dry_run = match r.annotations.get(DRY_RUN_ANNOTATION) {
         None => false,
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
+        Some(v) => trellis_api::resource::parse_go_bool(v).unwrap_or_else(|| {
             diags.push(AuthzDiagnostic {
                 policy: id.clone(),
                 rule: None,

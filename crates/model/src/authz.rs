@@ -1363,8 +1363,6 @@ fn applies(
         })
 }
 
-/// Go's `strconv.ParseBool`, as Istio reads the dry-run annotation.
-
 fn compile_policy(
     r: &Resource,
     p: &AuthorizationPolicy,

@@ -80,7 +80,13 @@ impl ProxyState {
     pub fn install(&self, config: Arc<ProxyConfig>, security: Arc<SecurityRuntime>) {
         let identity = self.mesh_tls.get().map(|m| m.identity());
         self.metrics.observe_config(&config, identity.as_deref());
-        if config.tracing != self.config.load().tracing || config.node != self.config.load().node {
+        // Tracers read the tracing settings, the node (tags, service name) and the mesh
+        // (trust domain tag): rebuilt only when one of them changed.
+        let current = self.config.load();
+        if config.tracing != current.tracing
+            || config.node != current.node
+            || config.mesh != current.mesh
+        {
             self.tracers
                 .store(Arc::new(Tracers::new(&config, &self.exporters)));
         }

@@ -167,13 +167,18 @@ pub fn forced(h: &HeaderMap) -> bool {
     h.contains_key(X_ENVOY_FORCE_TRACE) || h.contains_key(X_CLIENT_TRACE_ID)
 }
 
+/// Lowercase hex of the low `out.len() * 4` bits of `v`, most significant digit first.
+fn write_hex(out: &mut [u8], v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = out.len();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+}
+
 fn hex_value(v: u128, digits: usize) -> HeaderValue {
     let mut buf = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in buf[..digits].iter_mut().enumerate() {
-        let shift = 4 * (digits - 1 - i);
-        *slot = HEX[((v >> shift) & 0xf) as usize];
-    }
+    write_hex(&mut buf[..digits], v);
     HeaderValue::from_bytes(&buf[..digits]).expect("hex digits are a valid header value")
 }
 
@@ -203,9 +208,9 @@ pub fn write(h: &mut HeaderMap, p: Propagation, span: &SpanContext) {
         Propagation::W3c => {
             let mut buf = [0u8; 55];
             buf[..3].copy_from_slice(b"00-");
-            buf[3..35].copy_from_slice(hex_value(span.trace_id, 32).as_bytes());
+            write_hex(&mut buf[3..35], span.trace_id);
             buf[35] = b'-';
-            buf[36..52].copy_from_slice(hex_value(u128::from(span.span_id), 16).as_bytes());
+            write_hex(&mut buf[36..52], u128::from(span.span_id));
             buf[52..].copy_from_slice(if span.sampled { b"-01" } else { b"-00" });
             h.insert(
                 TRACEPARENT,
